@@ -1,0 +1,899 @@
+"""The :class:`Network`: parameters, evaluation and training, on any backend.
+
+The Python layer owns every policy decision (validation, dtypes, seeds, shuffling,
+records) and calls the backend functions of ``fastbp/_contract.py`` with
+C-contiguous arrays and plain numbers.  The backend is resolved at each call
+(:func:`fastbp.use_backend`, ``FASTBP_BACKEND``, then cython -> numba -> numpy).
+
+A ``Network`` is not safe to use from several threads at once (its workspaces are
+shared); give each thread its own ``copy.deepcopy(net)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from ._backends import _resolve
+from ._contract import (
+    MOMENTUM_SUTSKEVER,
+    N_STATS,
+    PHASE_NAMES,
+    RECORD_BATCH,
+    RECORD_EPOCH,
+    STAT_NAMES,
+    Hyper,
+    Layout,
+)
+from ._errors import NonFiniteError
+from ._history import History, Table
+from ._init import initialise
+from ._schedules import Sutskever
+from ._validation import (
+    NONFINITE_POLICIES,
+    RECORD_MODES,
+    check_activation,
+    check_alpha,
+    check_batch_size,
+    check_bool,
+    check_choice,
+    check_dataset,
+    check_dtype,
+    check_epochs,
+    check_eta,
+    check_init,
+    check_layer_array,
+    check_lmbda,
+    check_momentum,
+    check_output_cost,
+    check_params,
+    check_seed,
+    check_sizes,
+    check_targets,
+    check_X,
+)
+
+__all__ = ["Gradient", "Network"]
+
+_STATE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Gradient:
+    """Result of :meth:`Network.gradient`.
+
+    Attributes
+    ----------
+    weights : list of ndarray, shape (sizes[l+1], sizes[l]) each
+        ``dC/dW[l]``: the gradient of the mean data cost (no L2 term), book shapes.
+    biases : list of ndarray, shape (sizes[l+1],) each
+        ``dC/db[l]``.
+    cost : float
+        Mean data cost over the examples (no L2 term).
+    stats : dict of str to ndarray, shape (L,) each, float64
+        The probe statistics of SPEC section 4, one value per layer, keyed by
+        ``fastbp.STAT_NAMES`` (``update_ratio`` is NaN: no update happened).
+    flat : ndarray, shape (n_params,)
+        The whole gradient in the network's flat parameter layout; ``weights`` and
+        ``biases`` are views into it.
+    """
+
+    weights: list[np.ndarray]
+    biases: list[np.ndarray]
+    cost: float
+    stats: dict[str, np.ndarray]
+    flat: np.ndarray
+
+
+class _LayerViews(list):
+    """The list of per-layer views returned by ``Network.weights`` / ``.biases``.
+
+    Writing into an element (``net.weights[0][...] = W``) changes the network, and
+    so does assigning an element (``net.weights[0] = W``: shape-checked, then copied
+    into the parameter buffer).  The length is fixed.
+    """
+
+    def __init__(self, views: Iterable[np.ndarray], what: str, dtype: np.dtype) -> None:
+        super().__init__(views)
+        self._what = what
+        self._dtype = dtype
+
+    def __setitem__(self, index, value):  # type: ignore[override]
+        if isinstance(index, slice):
+            targets = list(range(len(self)))[index]
+            values = list(value)
+            if len(values) != len(targets):
+                raise ValueError(
+                    f"cannot assign {len(values)} arrays to {len(targets)} layers of {self._what}"
+                )
+            for i, v in zip(targets, values, strict=True):
+                self[i] = v
+            return
+        view = list.__getitem__(self, index)
+        i = index if index >= 0 else index + len(self)
+        view[...] = check_layer_array(value, f"{self._what}[{i}]", view.shape, self._dtype)
+
+    def __reduce_ex__(self, protocol):
+        # copy/deepcopy/pickle give a plain list (of copies, for deepcopy and pickle):
+        # a snapshot, detached from the network.
+        return (list, (list(self),))
+
+    def _fixed(self, *args, **kwargs):
+        raise TypeError(f"net.{self._what} has one entry per layer; its length cannot change")
+
+    append = extend = insert = pop = remove = clear = sort = reverse = _fixed
+    __delitem__ = __iadd__ = __imul__ = _fixed  # type: ignore[assignment]
+
+
+class Network:
+    """A fully-connected feed-forward network trained by mini-batch SGD.
+
+    Parameters
+    ----------
+    sizes : sequence of int, length L+1 >= 2
+        Units per layer, input first, e.g. ``[784, 30, 30, 10]`` (L = 3 weight layers).
+    activation : str or sequence of str, default "sigmoid"
+        Activation of the hidden layers: ``"sigmoid"``, ``"tanh"``, ``"relu"``,
+        ``"leaky_relu"``, ``"softsign"`` or ``"linear"``; one name for all, or one per
+        hidden layer (L-1 names).
+    output : str, default "sigmoid"
+        Output activation: ``"sigmoid"``, ``"softmax"`` or ``"linear"``.
+    cost : str, default "cross_entropy"
+        ``"cross_entropy"``, ``"quadratic"`` or ``"log_likelihood"``; the valid
+        ``(output, cost)`` pairs are (sigmoid, cross_entropy), (sigmoid, quadratic),
+        (softmax, log_likelihood) and (linear, quadratic).
+    init : str or (list of ndarray, list of ndarray), default "normal_scaled"
+        Initialiser name (``"normal_scaled"``, ``"normal"``, ``"uniform_fan_in"``,
+        ``"glorot_uniform"``, ``"glorot_normal"``, ``"he_normal"``, ``"sparse"``; see
+        ``fastbp/_init.py``) or explicit ``(weights, biases)`` in the book's shapes.
+    dtype : {"float64", "float32"}, default "float64"
+        Dtype of the parameters and of every computation on them (statistics and
+        costs are accumulated in float64 whatever the dtype).
+    seed : int, optional
+        Seed of the initialiser's ``numpy.random.Generator(PCG64(seed))``; ``None``
+        draws fresh entropy.
+    alpha : float, default 0.01
+        Slope of ``leaky_relu`` below zero.
+
+    Attributes
+    ----------
+    sizes : tuple of int
+    weights, biases : list of ndarray
+        Per-layer views into the parameter buffer (see :attr:`weights`).
+    params : ndarray, shape (n_params,)
+        Read-only view of the flat parameter buffer.
+    n_updates : int
+        Parameter updates applied so far (``t`` of the momentum schedule).
+
+    Notes
+    -----
+    All parameters live in one flat buffer (``W[0]`` row-major, ``b[0]``, ``W[1]``,
+    ...; see ``fastbp/_contract.py``).  A velocity buffer of the same layout and the
+    update count persist across :meth:`fit` calls, so training continues where it
+    stopped; :meth:`reset_optimizer` clears them.
+
+    Costs are computed from ``z`` (e.g. cross-entropy as ``softplus(z) - y*z``), so they
+    are exact and finite for every finite input.  Where network2's value is finite
+    the two agree to round-off; where network2 returns ``nan_to_num``'s huge number
+    (a saturated unit with the wrong target), fastbp returns the true finite value.
+
+    Examples
+    --------
+    >>> import numpy as np, fastbp
+    >>> net = fastbp.Network([4, 8, 3], output="softmax", cost="log_likelihood", seed=0)
+    >>> X = np.random.default_rng(0).normal(size=(100, 4)); y = (X[:, 0] > 0).astype(int)
+    >>> h = net.fit(X, y, epochs=5, batch_size=10, eta=0.5, seed=1)
+    >>> h.epoch["speed"].shape
+    (5, 2)
+    """
+
+    #: Mini-batches per ``train_epoch`` call; ``None`` runs each epoch in one call.
+    #: (The contract allows chunks, so Python can report progress or honour Ctrl-C
+    #: between them; the History is the same whatever the chunk.)
+    _chunk: int | None = None
+    #: Rows of the workspaces used by the evaluation methods.
+    _EVAL_ROWS = 1024
+    #: Workspaces kept per network (least recently used dropped first).
+    _MAX_WORKSPACES = 8
+
+    def __init__(
+        self,
+        sizes: Iterable[int],
+        activation: str | Iterable[str] = "sigmoid",
+        output: str = "sigmoid",
+        cost: str = "cross_entropy",
+        init: str | tuple[Any, Any] = "normal_scaled",
+        dtype: Any = "float64",
+        seed: int | None = None,
+        alpha: float = 0.01,
+    ) -> None:
+        sizes_t = check_sizes(sizes)
+        L = len(sizes_t) - 1
+        hidden = check_activation(activation, L)
+        output, cost = check_output_cost(output, cost, sizes_t[-1])
+        dt = check_dtype(dtype)
+        alpha = check_alpha(alpha)
+        init_v = check_init(init)
+        rng, _ = check_seed(seed)
+        layout = Layout(sizes_t, hidden + (output,), cost, dt, alpha)
+        params = np.zeros(layout.n_params, dtype=dt)
+        if isinstance(init_v, str):
+            initialise(init_v, layout, params, rng)
+            init_name = init_v
+        else:
+            Ws, bs = check_params(init_v[0], init_v[1], layout)
+            for view, W in zip(layout.weight_views(params), Ws, strict=True):
+                view[...] = W
+            for view, b in zip(layout.bias_views(params), bs, strict=True):
+                view[...] = b
+            init_name = "explicit"
+        self._setup(layout, params, np.zeros_like(params), 0, init_name)
+
+    def _setup(self, layout: Layout, params, velocity, n_updates: int, init_name: str) -> None:
+        self._layout = layout
+        self._params = params
+        self._velocity = velocity
+        self._n_updates = int(n_updates)
+        self._init_name = init_name
+        self._workspaces: dict[tuple[str, int], Any] = {}
+
+    # ------------------------------------------------------------------ description
+
+    @property
+    def sizes(self) -> tuple[int, ...]:
+        """Units per layer, input first."""
+        return tuple(int(s) for s in self._layout.sizes)
+
+    @property
+    def n_layers(self) -> int:
+        """Number of weight layers L (``len(sizes) - 1``)."""
+        return self._layout.L
+
+    @property
+    def activation(self) -> str | tuple[str, ...] | None:
+        """Hidden activation: a name, a tuple of names when they differ, or None (L = 1)."""
+        hidden = self._layout.activation_names[:-1]
+        if not hidden:
+            return None
+        if len(set(hidden)) == 1:
+            return hidden[0]
+        return hidden
+
+    @property
+    def output(self) -> str:
+        """Output activation."""
+        return self._layout.activation_names[-1]
+
+    @property
+    def cost_name(self) -> str:
+        """Name of the cost (``cost`` is the method computing it)."""
+        return self._layout.cost_name
+
+    @property
+    def dtype(self) -> np.dtype:
+        """Dtype of the parameters."""
+        return self._layout.dtype
+
+    @property
+    def alpha(self) -> float:
+        """Slope of leaky_relu below zero."""
+        return self._layout.alpha
+
+    @property
+    def layout(self) -> Layout:
+        """The :class:`fastbp._contract.Layout` given to the backends."""
+        return self._layout
+
+    def __repr__(self) -> str:
+        act = "" if self.activation is None else f", activation={self.activation!r}"
+        return (
+            f"Network({list(self.sizes)}{act}, output={self.output!r}, "
+            f"cost={self.cost_name!r}, dtype={self.dtype.name!r}, alpha={self.alpha!r})"
+        )
+
+    # ------------------------------------------------------------------- parameters
+
+    @property
+    def weights(self) -> list[np.ndarray]:
+        """``W[l]``, shape ``(sizes[l+1], sizes[l])``: writeable views into the buffer.
+
+        ``net.weights[0][...] = W`` and ``net.weights[0] = W`` both change the network.
+        """
+        return _LayerViews(self._layout.weight_views(self._params), "weights", self.dtype)
+
+    @property
+    def biases(self) -> list[np.ndarray]:
+        """``b[l]``, shape ``(sizes[l+1],)``: writeable views into the buffer."""
+        return _LayerViews(self._layout.bias_views(self._params), "biases", self.dtype)
+
+    @property
+    def params(self) -> np.ndarray:
+        """Read-only view of the flat parameter buffer, shape ``(n_params,)``."""
+        view = self._params.view()
+        view.flags.writeable = False
+        return view
+
+    @property
+    def velocity(self) -> np.ndarray:
+        """Read-only view of the momentum velocity, same layout as :attr:`params`."""
+        view = self._velocity.view()
+        view.flags.writeable = False
+        return view
+
+    @property
+    def n_updates(self) -> int:
+        """Parameter updates applied so far (``t`` of the momentum schedule)."""
+        return self._n_updates
+
+    def set_params(self, weights: Iterable[ArrayLike], biases: Iterable[ArrayLike]) -> None:
+        """Replace all weights and biases at once (validated, then copied).
+
+        Parameters
+        ----------
+        weights : sequence of array_like, L arrays of shape (sizes[l+1], sizes[l])
+        biases : sequence of array_like, L arrays of shape (sizes[l+1],)
+
+        Notes
+        -----
+        Nothing is written unless every array has the right shape and is finite in
+        the network dtype.  The optimizer state (velocity, ``n_updates``) is kept; call
+        :meth:`reset_optimizer` to clear it.
+        """
+        Ws, bs = check_params(weights, biases, self._layout)
+        for view, W in zip(self._layout.weight_views(self._params), Ws, strict=True):
+            view[...] = W
+        for view, b in zip(self._layout.bias_views(self._params), bs, strict=True):
+            view[...] = b
+
+    def reset_optimizer(self) -> None:
+        """Zero the momentum velocity and the update count ``n_updates``."""
+        self._velocity[...] = 0
+        self._n_updates = 0
+
+    # --------------------------------------------------------------- copy & pickle
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Copies, so that copy.copy (which does not copy the state) is independent too.
+        # Workspaces are scratch memory: not pickled, re-made on first use.
+        lay = self._layout
+        return {
+            "version": _STATE_VERSION,
+            "sizes": [int(s) for s in lay.sizes],
+            "activations": list(lay.activation_names),
+            "cost": lay.cost_name,
+            "dtype": lay.dtype.name,
+            "alpha": lay.alpha,
+            "init": self._init_name,
+            "params": self._params.copy(),
+            "velocity": self._velocity.copy(),
+            "n_updates": self._n_updates,
+        }
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        if state.get("version") != _STATE_VERSION:
+            raise ValueError(
+                f"cannot restore a Network saved with state version {state.get('version')!r}"
+            )
+        layout = Layout(
+            state["sizes"], state["activations"], state["cost"], state["dtype"], state["alpha"]
+        )
+        params = np.ascontiguousarray(state["params"], dtype=layout.dtype)
+        velocity = np.ascontiguousarray(state["velocity"], dtype=layout.dtype)
+        if params.shape != (layout.n_params,) or velocity.shape != (layout.n_params,):
+            raise ValueError("corrupt Network state: buffer sizes do not match the layout")
+        self._setup(layout, params, velocity, state["n_updates"], state["init"])
+
+    # ------------------------------------------------------------------- internals
+
+    def _workspace(self, name: str, backend: Any, m_max: int) -> Any:
+        """The workspace of ``backend`` for up to ``m_max`` rows (cached, LRU)."""
+        key = (name, int(m_max))
+        ws = self._workspaces.pop(key, None)
+        if ws is None:
+            while len(self._workspaces) >= self._MAX_WORKSPACES:
+                self._workspaces.pop(next(iter(self._workspaces)))
+            ws = backend.make_workspace(self._layout, int(m_max))
+        self._workspaces[key] = ws
+        return ws
+
+    def _eval_workspace(self, name: str, backend: Any, n: int) -> Any:
+        return self._workspace(name, backend, min(n, self._EVAL_ROWS))
+
+    def _l2_term(self, lmbda: float, n: int) -> float:
+        """``0.5 * lmbda / n * sum_l ||W[l]||_F^2`` in float64 (network2's total_cost)."""
+        if lmbda == 0.0:
+            return 0.0
+        total = 0.0
+        for W in self._layout.weight_views(self._params):
+            w = W.reshape(-1).astype(np.float64, copy=False)
+            total += float(np.dot(w, w))
+        return 0.5 * lmbda / n * total
+
+    def _labels_from_outputs(self, out: np.ndarray) -> np.ndarray:
+        if out.shape[1] == 1:
+            return (out[:, 0] > 0.5).astype(np.int64)
+        return np.argmax(out, axis=1).astype(np.int64)
+
+    def _require_classifier(self, method: str) -> None:
+        if self.output == "linear":
+            raise ValueError(
+                f"{method}() needs class labels, but this network has a linear (regression) "
+                "output; use forward(X) for the outputs and cost(X, y) to score them"
+            )
+
+    def _stats_dict(self, stats: np.ndarray) -> dict[str, np.ndarray]:
+        return {name: stats[i] for i, name in enumerate(STAT_NAMES)}
+
+    # ------------------------------------------------------------------- evaluation
+
+    def forward(self, X: ArrayLike) -> NDArray[np.floating]:
+        """Output activations.
+
+        Parameters
+        ----------
+        X : array_like, shape (N, sizes[0])
+            One example per row; cast once to the network dtype.
+
+        Returns
+        -------
+        ndarray, shape (N, sizes[-1]), network dtype
+            ``a^L`` for every example (softmax rows sum to 1).
+        """
+        X = check_X(X, self._layout, allow_empty=True)
+        out = np.empty((X.shape[0], int(self._layout.sizes[-1])), dtype=self.dtype)
+        if X.shape[0] == 0:
+            return out
+        name, backend = _resolve()
+        ws = self._eval_workspace(name, backend, X.shape[0])
+        backend.forward(self._layout, ws, self._params, X, out)
+        return out
+
+    def predict(self, X: ArrayLike) -> NDArray[np.int64]:
+        """Predicted class labels.
+
+        Parameters
+        ----------
+        X : array_like, shape (N, sizes[0])
+
+        Returns
+        -------
+        ndarray of int64, shape (N,)
+            ``argmax`` of the outputs; for a single sigmoid output unit, ``a > 0.5``
+            (labels 0 and 1).
+
+        Raises
+        ------
+        ValueError
+            For a linear (regression) output.
+        """
+        self._require_classifier("predict")
+        return self._labels_from_outputs(self.forward(X))
+
+    def accuracy(self, X: ArrayLike, y: ArrayLike) -> float:
+        """Fraction of examples whose predicted label is right.
+
+        Parameters
+        ----------
+        X : array_like, shape (N, sizes[0])
+        y : array_like, shape (N,) or (N, sizes[-1])
+            Integer labels, or one-hot / [0, 1] rows (label = argmax, or
+            ``y > 0.5`` for a single unit).
+
+        Returns
+        -------
+        float
+            In [0, 1].
+        """
+        self._require_classifier("accuracy")
+        X = check_X(X, self._layout)
+        _, labels = check_targets(y, self._layout, X.shape[0])
+        pred = self._labels_from_outputs(self.forward(X))
+        return float(np.mean(pred == labels))
+
+    def cost(self, X: ArrayLike, y: ArrayLike, lmbda: float = 0.0) -> float:
+        """network2's ``total_cost``: mean data cost plus the L2 term.
+
+        Parameters
+        ----------
+        X : array_like, shape (N, sizes[0])
+        y : array_like, shape (N,) or (N, sizes[-1])
+            Targets (see ``fastbp/_validation.py`` for the accepted forms).
+        lmbda : float, default 0.0
+            L2 coefficient.
+
+        Returns
+        -------
+        float
+            ``mean_x C_x + 0.5 * lmbda / N * sum_l ||W[l]||_F^2`` with ``N = len(X)``.
+        """
+        lmbda = check_lmbda(lmbda)
+        X = check_X(X, self._layout)
+        Y, _ = check_targets(y, self._layout, X.shape[0])
+        name, backend = _resolve()
+        ws = self._eval_workspace(name, backend, X.shape[0])
+        out = np.empty(Y.shape, dtype=self.dtype)
+        data = backend.forward(self._layout, ws, self._params, X, out, Y)
+        return float(data) + self._l2_term(lmbda, X.shape[0])
+
+    def gradient(self, X: ArrayLike, Y: ArrayLike) -> Gradient:
+        """Average gradient of the mean data cost over a set, and its statistics.
+
+        This is the chapter's "speed of learning" measurement: ``stats["speed"][l]``
+        is ``||dC/db[l]||`` over the set.
+
+        Parameters
+        ----------
+        X : array_like, shape (N, sizes[0])
+        Y : array_like, shape (N,) or (N, sizes[-1])
+            Targets (labels or one-hot rows; float targets for a linear output).
+
+        Returns
+        -------
+        Gradient
+            ``.weights`` / ``.biases`` (book shapes, no L2 term), ``.cost`` (mean data
+            cost) and ``.stats`` (name -> ``(L,)`` float64; the probe column of SPEC
+            section 4).
+
+        Raises
+        ------
+        fastbp.NonFiniteError
+            If a NaN or Inf appears (``epoch`` and ``batch`` are None).
+        """
+        X = check_X(X, self._layout)
+        Yd, _ = check_targets(Y, self._layout, X.shape[0], name="Y")
+        name, backend = _resolve()
+        ws = self._eval_workspace(name, backend, X.shape[0])
+        grad = np.zeros(self._layout.n_params, dtype=self.dtype)
+        stats = np.full((N_STATS, self._layout.L), np.nan)
+        cost, fault_layer, fault_phase = backend.gradient(
+            self._layout, ws, self._params, X, Yd, grad, stats
+        )
+        if fault_layer >= 0:
+            raise NonFiniteError(
+                None, None, int(fault_layer), PHASE_NAMES[fault_phase], "net.gradient()"
+            )
+        return Gradient(
+            weights=self._layout.weight_views(grad),
+            biases=self._layout.bias_views(grad),
+            cost=float(cost),
+            stats=self._stats_dict(stats),
+            flat=grad,
+        )
+
+    # --------------------------------------------------------------------- training
+
+    def fit(
+        self,
+        X: ArrayLike,
+        y: ArrayLike,
+        epochs: int,
+        batch_size: int,
+        eta: float,
+        lmbda: float = 0.0,
+        momentum: float | Sutskever = 0.0,
+        nesterov: bool = False,
+        validation: tuple[ArrayLike, ArrayLike] | None = None,
+        record: str | None = "epoch",
+        probe: tuple[ArrayLike, ArrayLike] | None = None,
+        on_nonfinite: str = "raise",
+        seed: int | None = None,
+    ) -> History:
+        """Train by mini-batch stochastic gradient descent.
+
+        Parameters
+        ----------
+        X : array_like, shape (n, sizes[0])
+            Training inputs, one example per row; cast once to the network dtype.
+        y : array_like, shape (n,) or (n, sizes[-1])
+            Integer labels, one-hot / [0, 1] rows, or float targets for a linear output.
+        epochs : int
+            Passes over the data (0 is allowed: only the probe is measured).
+        batch_size : int
+            Mini-batch size m, ``1 <= m <= n``; the last mini-batch of an epoch holds
+            the remaining ``n - (ceil(n/m) - 1) * m`` examples.
+        eta : float
+            Learning rate, > 0.
+        lmbda : float, default 0.0
+            L2 coefficient (network2's lambda; the update uses ``lmbda / n``).
+        momentum : float in [0, 1) or fastbp.Sutskever, default 0.0
+            Constant momentum coefficient, or the Sutskever schedule.  0 is plain SGD.
+        nesterov : bool, default False
+            Nesterov's accelerated gradient (the gradient is taken at the look-ahead
+            point; ``net.weights`` always shows the parameters themselves).
+        validation : (X_val, y_val), optional
+            Evaluated at the end of every epoch: accuracy and cost.
+        record : {"epoch", "batch", None}, default "epoch"
+            Per-layer statistics per epoch, per mini-batch, or none (fastest).
+        probe : (X_probe, y_probe), optional
+            :meth:`gradient` statistics on this set at the start of every epoch and
+            after the last (``epochs + 1`` rows): the chapter's speed of learning.
+        on_nonfinite : {"raise", "skip"}, default "raise"
+            On a NaN/Inf: raise :class:`fastbp.NonFiniteError`, or drop the mini-batch
+            (counted in ``n_skipped`` and the ``nonfinite`` statistic) and go on.
+        seed : int, optional
+            Seed of the shuffling ``numpy.random.Generator(PCG64(seed))``, created once
+            per call; each epoch draws one permutation from it.  ``None`` draws fresh
+            entropy; the seed used is kept in ``history.settings["seed"]``.
+
+        Returns
+        -------
+        History
+            Tables ``batch``, ``epoch``, ``probe``, ``validation`` (see
+            :class:`fastbp.History`).
+
+        Raises
+        ------
+        fastbp.NonFiniteError
+            With ``on_nonfinite="raise"``, at the first non-finite value; the network
+            keeps the parameters of the last good step and the exception's ``history``
+            attribute holds everything recorded up to it.
+
+        Notes
+        -----
+        * The training cost of an epoch (``history.epoch["train_cost"]``) is not a
+          separate pass over the data: it is the mean of the mini-batch costs already
+          computed during the epoch -- each with the parameters *before* that
+          mini-batch's update -- weighted by the mini-batch sizes (skipped mini-batches
+          left out), plus the L2 term ``0.5 * lmbda / n * sum ||W||^2`` of the
+          parameters at the end of the epoch.  It therefore lags network2's
+          ``total_cost`` of the end-of-epoch parameters a little.
+        * The validation cost is network2's ``total_cost`` on the validation set at the
+          end of the epoch, L2 term with ``N = len(X_val)``.
+        * The probe cost is the mean data cost only.
+        * Momentum velocity and ``n_updates`` persist across calls (see
+          :meth:`reset_optimizer`).
+        """
+        # ---- validation: everything is checked before any backend code runs
+        X = check_X(X, self._layout)
+        n = X.shape[0]
+        Y, _ = check_targets(y, self._layout, n)
+        epochs = check_epochs(epochs)
+        batch_size = check_batch_size(batch_size, n)
+        eta = check_eta(eta)
+        lmbda = check_lmbda(lmbda)
+        kind, mu, mu_max, period = check_momentum(momentum)
+        nesterov = check_bool(nesterov, "nesterov")
+        record = check_choice(record, "record", tuple(RECORD_MODES))
+        on_nonfinite = check_choice(on_nonfinite, "on_nonfinite", NONFINITE_POLICIES)
+        val = (
+            check_dataset(validation, "validation", self._layout)
+            if validation is not None
+            else None
+        )
+        prb = check_dataset(probe, "probe", self._layout) if probe is not None else None
+        rng, seed_used = check_seed(seed)
+        name, backend = _resolve()
+
+        rec_mode = RECORD_MODES[record]
+        hyper = Hyper(
+            eta=eta,
+            lmbda_n=lmbda / n,
+            momentum_kind=kind,
+            mu=mu,
+            mu_max=mu_max,
+            period=period,
+            nesterov=nesterov,
+            record=rec_mode,
+            skip_nonfinite=on_nonfinite == "skip",
+            t=self._n_updates,
+        )
+        settings = {
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "eta": eta,
+            "lmbda": lmbda,
+            "momentum": (
+                {"schedule": "sutskever", "mu_max": mu_max, "period": period}
+                if kind == MOMENTUM_SUTSKEVER
+                else mu
+            ),
+            "nesterov": nesterov,
+            "record": record,
+            "on_nonfinite": on_nonfinite,
+            "seed": seed_used,
+            "n_train": n,
+            "n_validation": None if val is None else int(val[0].shape[0]),
+            "n_probe": None if prb is None else int(prb[0].shape[0]),
+            "activation": list(self._layout.activation_names[:-1]),
+            "output": self.output,
+            "cost": self.cost_name,
+            "alpha": self.alpha,
+            "n_updates_start": self._n_updates,
+        }
+        rec = _Recorder(self._layout, epochs, n, batch_size, rec_mode, val, prb)
+        ws = self._workspace(name, backend, batch_size)
+        ws_val = self._eval_workspace(name, backend, val[0].shape[0]) if val else None
+        ws_prb = self._eval_workspace(name, backend, prb[0].shape[0]) if prb else None
+        chunk = self._chunk or rec.n_batches
+        lay, params, velocity = self._layout, self._params, self._velocity
+
+        def finish() -> History:
+            settings["n_updates_end"] = self._n_updates
+            return rec.history(self.sizes, name, self.dtype.name, settings)
+
+        def measure_probe(row: int) -> None:
+            Xp, Yp, _ = prb
+            cost, fl, fp = backend.gradient(
+                lay, ws_prb, params, Xp, Yp, rec.probe_grad, rec.probe_stats[row]
+            )
+            rec.probe_cost[row] = cost
+            rec.probe_rows = row + 1
+            if fl >= 0 and on_nonfinite == "raise":
+                raise NonFiniteError(
+                    row, None, int(fl), PHASE_NAMES[fp], "the probe statistics", history=finish()
+                )
+
+        for e in range(epochs):
+            if prb is not None:
+                measure_probe(e)
+            order = rng.permutation(n).astype(np.int64, copy=False)
+            skipped = 0
+            for start in range(0, rec.n_batches, chunk):
+                stop = min(start + chunk, rec.n_batches)
+                row0 = e * rec.n_batches + start
+                hyper.t = self._n_updates
+                t, n_sk, fault_batch, fault_layer, fault_phase = backend.train_epoch(
+                    lay,
+                    ws,
+                    params,
+                    velocity,
+                    X,
+                    Y,
+                    order,
+                    batch_size,
+                    start,
+                    stop,
+                    hyper,
+                    rec.batch_block(row0, stop - start),
+                    rec.epoch_block(e),
+                    rec.batch_cost[row0 : row0 + stop - start],
+                )
+                self._n_updates = int(t)
+                skipped += int(n_sk)
+                if fault_batch >= 0:
+                    rec.batch_rows = e * rec.n_batches + int(fault_batch)
+                    raise NonFiniteError(
+                        e,
+                        int(fault_batch),
+                        int(fault_layer),
+                        PHASE_NAMES[fault_phase],
+                        history=finish(),
+                    )
+            rec.end_epoch(e, skipped, self._l2_term(lmbda, n))
+            if val is not None:
+                Xv, Yv, labels = val
+                data = backend.forward(lay, ws_val, params, Xv, rec.val_out, Yv)
+                rec.val_cost[e] = float(data) + self._l2_term(lmbda, Xv.shape[0])
+                if labels is not None:
+                    pred = self._labels_from_outputs(rec.val_out)
+                    rec.val_accuracy[e] = float(np.mean(pred == labels))
+                rec.val_rows = e + 1
+        if prb is not None:
+            measure_probe(epochs)
+        return finish()
+
+
+class _Recorder:
+    """Preallocated buffers of one ``fit`` call, and the History built from them."""
+
+    def __init__(
+        self, layout: Layout, epochs: int, n: int, batch_size: int, rec_mode: int, val, prb
+    ):
+        L = layout.L
+        self.L = L
+        self.rec_mode = rec_mode
+        self.epochs = epochs
+        self.n_batches = nb = -(-n // batch_size)
+        sizes = np.full(nb, batch_size, dtype=np.int64)
+        sizes[-1] = n - (nb - 1) * batch_size
+        self.sizes = sizes
+        rows = epochs * nb
+        self.batch_cost = np.full(rows, np.nan)
+        self.rec_batch = np.full((rows if rec_mode == RECORD_BATCH else 0, N_STATS, L), np.nan)
+        self.rec_epoch = np.full((epochs if rec_mode == RECORD_EPOCH else 1, N_STATS, L), np.nan)
+        self.train_cost = np.full(epochs, np.nan)
+        self.n_skipped = np.zeros(epochs, dtype=np.int64)
+        self.batch_rows = 0
+        self.epoch_rows = 0
+        self.has_val = val is not None
+        self.has_prb = prb is not None
+        if val is not None:
+            self.val_out = np.empty(val[1].shape, dtype=layout.dtype)
+        self.val_accuracy = np.full(epochs, np.nan)
+        self.val_cost = np.full(epochs, np.nan)
+        self.val_rows = 0
+        self.probe_grad = np.zeros(layout.n_params, dtype=layout.dtype) if prb is not None else None
+        self.probe_stats = np.full((epochs + 1, N_STATS, L), np.nan)
+        self.probe_cost = np.full(epochs + 1, np.nan)
+        self.probe_rows = 0
+
+    def batch_block(self, row0: int, count: int) -> np.ndarray:
+        if self.rec_mode == RECORD_BATCH:
+            return self.rec_batch[row0 : row0 + count]
+        return self.rec_batch  # empty (0, N_STATS, L): ignored by the backend
+
+    def epoch_block(self, e: int) -> np.ndarray:
+        return self.rec_epoch[e if self.rec_mode == RECORD_EPOCH else 0]
+
+    def end_epoch(self, e: int, skipped: int, l2_term: float) -> None:
+        nb = self.n_batches
+        costs = self.batch_cost[e * nb : (e + 1) * nb]
+        ok = ~np.isnan(costs)
+        weights = self.sizes[ok]
+        if weights.sum() > 0:
+            self.train_cost[e] = float(np.dot(costs[ok], weights) / weights.sum()) + l2_term
+        self.n_skipped[e] = skipped
+        self.epoch_rows = e + 1
+        self.batch_rows = (e + 1) * nb
+
+    def _stat_columns(self, block: np.ndarray, rows: int) -> dict[str, np.ndarray]:
+        return {name: block[:rows, i, :] for i, name in enumerate(STAT_NAMES)}
+
+    def history(self, sizes, backend: str, dtype: str, settings) -> History:
+        nb = self.n_batches
+        if self.rec_mode == RECORD_BATCH:
+            r = self.batch_rows
+            batch = Table(
+                {
+                    "epoch": np.repeat(np.arange(self.epochs, dtype=np.int64), nb)[:r],
+                    "batch": np.tile(np.arange(nb, dtype=np.int64), self.epochs)[:r],
+                    "size": np.tile(self.sizes, self.epochs)[:r],
+                    "cost": self.batch_cost[:r],
+                    **self._stat_columns(self.rec_batch, r),
+                },
+                name="batch",
+            )
+        else:
+            batch = Table(
+                name="batch", hint="per mini-batch rows are recorded with fit(record='batch')"
+            )
+        r = self.epoch_rows
+        cols = {
+            "epoch": np.arange(r, dtype=np.int64),
+            "train_cost": self.train_cost[:r],
+            "n_skipped": self.n_skipped[:r],
+        }
+        hint = ""
+        if self.rec_mode == RECORD_EPOCH:
+            cols.update(self._stat_columns(self.rec_epoch, r))
+        else:
+            hint = "per-epoch statistics are recorded with fit(record='epoch')"
+        epoch = Table(cols, name="epoch", hint=hint)
+        if self.has_prb:
+            r = self.probe_rows
+            probe = Table(
+                {
+                    "epoch": np.arange(r, dtype=np.int64),
+                    "cost": self.probe_cost[:r],
+                    **self._stat_columns(self.probe_stats, r),
+                },
+                name="probe",
+            )
+        else:
+            probe = Table(name="probe", hint="pass probe=(X, y) to fit()")
+        if self.has_val:
+            r = self.val_rows
+            validation = Table(
+                {
+                    "epoch": np.arange(r, dtype=np.int64),
+                    "accuracy": self.val_accuracy[:r],
+                    "cost": self.val_cost[:r],
+                },
+                name="validation",
+            )
+        else:
+            validation = Table(name="validation", hint="pass validation=(X, y) to fit()")
+        return History(
+            batch,
+            epoch,
+            probe,
+            validation,
+            sizes=sizes,
+            backend=backend,
+            dtype=dtype,
+            settings=settings,
+        )

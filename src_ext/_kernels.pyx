@@ -1,0 +1,1396 @@
+# cython: language_level=3, embedsignature=True
+"""Compiled backend of fastbp: the fused backprop pass.
+
+Design
+------
+Layering (as in scikit-learn's loss kernels):
+
+1. per-element primitives (activation, slope, softplus) are ``cdef inline
+   noexcept nogil`` functions of the ``floating`` fused type;
+2. per-layer loops (activation + statistics, delta + statistics, update +
+   norms) and the mini-batch driver are ``cdef ... noexcept nogil`` functions;
+3. the four ``def`` functions of the backend contract (``fastbp/_contract.py``)
+   take Python objects, check the buffer contract once, take raw pointers and
+   run the whole epoch (or chunk of mini-batches) inside one ``with nogil``.
+
+Contiguity contract: every array reaching this module is C-contiguous and of
+the network dtype (float32 or float64), ``order`` is int64, records are
+float64.  The Python layer guarantees it; ``_check`` below re-asserts it
+cheaply (once per call, never per mini-batch) so that a misuse raises instead
+of reading out of bounds.
+
+Matrices are row-major with one example per row.  BLAS (column-major) is
+called through ``scipy.linalg.cython_blas`` by reading each row-major matrix
+as its column-major transpose:
+
+* forward      ``Z (m, n_out) = A (m, n_in) @ W.T``  ->  ``gemm('T','N')``
+* backward     ``D_prev (m, n_in) = D (m, n_out) @ W``  ->  ``gemm('N','N')``
+* gradient     ``G (n_out, n_in) = D.T @ A / m``  ->  ``gemm('N','T')``
+
+Statistics are accumulated in double inside the loops that already touch the
+data: the activation loop (sum of a, slopes, saturation counts, max |a|), the
+delta loop (column sums for g_b, sum of squares of the deltas, M2 of the
+activations using the mean known from the forward loop: a two-pass variance
+whose second pass is the backward loop), and the update loop (||g_W||,
+||W_new||, ||W_new - W_old||, max |W| for the overflow bound).  Norms are
+scaled by powers of two so that they neither underflow nor overflow; the
+update-loop norms use a scale known before the loop (a bound on the values),
+the others fall back to a rescaled pass over in-cache data only when the
+values leave [2^-450, 2^450].
+
+Non-finite values (SPEC section 5) are detected with
+``bad |= not (fabs(z) <= FLOAT_MAX)`` (false for NaN and Inf; a comparison, so
+the reassociation flags of the build cannot fold it away), per layer, in the forward and delta loops; an
+update is refused when a cheap bound (max |delta| max |a|, max |W|, max |v|)
+says it could overflow.  No parameter is written before all checks of a
+mini-batch passed.
+
+Threading contract: the functions release the GIL for the whole computation.
+A workspace must not be used by two threads at once (a ``Network`` owns its
+workspaces); BLAS may use its own threads.
+"""
+
+cimport cython
+from cython cimport floating
+from libc.math cimport exp, log, log1p, tanh, fabs, sqrt, frexp, ldexp, NAN, INFINITY
+from libc.stdint cimport int64_t
+from libc.string cimport memcpy, memset
+from libc.float cimport DBL_MAX, FLT_MAX
+from scipy.linalg.cython_blas cimport dgemm, sgemm
+
+import numpy as np
+
+from fastbp import _contract as _C
+
+# --------------------------------------------------------------------------
+# Codes (checked against fastbp._contract at import time, below).
+# --------------------------------------------------------------------------
+cdef enum:
+    SIGMOID = 0
+    TANH = 1
+    RELU = 2
+    LEAKY_RELU = 3
+    SOFTSIGN = 4
+    LINEAR = 5
+    SOFTMAX = 6
+
+cdef enum:
+    CROSS_ENTROPY = 0
+    QUADRATIC = 1
+    LOG_LIKELIHOOD = 2
+
+cdef enum:
+    RECORD_NONE = 0
+    RECORD_BATCH = 1
+    RECORD_EPOCH = 2
+
+cdef enum:
+    MOMENTUM_NONE = 0
+    MOMENTUM_CONSTANT = 1
+    MOMENTUM_SUTSKEVER = 2
+
+cdef enum:
+    PHASE_FORWARD = 0
+    PHASE_BACKWARD = 1
+    PHASE_UPDATE = 2
+
+cdef enum:
+    S_SPEED = 0
+    S_GRAD_NORM = 1
+    S_GAIN = 2
+    S_WEIGHT_NORM = 3
+    S_UPDATE_RATIO = 4
+    S_ACT_MEAN = 5
+    S_ACT_STD = 6
+    S_SAT_LOW = 7
+    S_SAT_HIGH = 8
+    S_SLOPE_MEAN = 9
+    S_NONFINITE = 10
+    N_STATS = 11
+
+# Per-layer accumulators of one mini-batch (or of one gradient() call):
+# index F * L + l.
+cdef enum:
+    B_SUMA = 0      # sum of a
+    B_M2 = 1        # sum of (a - mean)^2
+    B_SUMS = 2      # sum of slopes
+    B_LOW = 3       # saturated-low count
+    B_HIGH = 4      # saturated-high count
+    B_SSQD = 5      # scaled sum of squares of the deltas ...
+    B_EXPD = 6      # ... and its power-of-two exponent
+    B_NRMA = 7      # bound on ||A||_F (sqrt(m n) for activations bounded by 1)
+    B_SPARE = 8
+    B_CNT = 9       # number of (example, unit) pairs
+    B_GNORM = 10    # ||g_W||_F (from the update loop)
+    B_WNORM = 11    # ||W_new||_F
+    B_DNORM = 12    # ||W_new - W_old||_F
+    B_WOLD = 13     # ||W_old||_F
+    B_GB = 14       # bound on |g| of the layer
+    B_VB = 15       # bound on |W_new - W_old|
+    B_PB = 16       # bound on |W_new|
+    N_B = 17
+
+# Per-layer accumulators of one epoch.
+cdef enum:
+    E_CNT = 0       # pooled count of pairs
+    E_MEAN = 1      # pooled mean of a
+    E_M2 = 2        # pooled M2 of a
+    E_SUMS = 3
+    E_LOW = 4
+    E_HIGH = 5
+    E_GAIN = 6      # sum of per-batch gains
+    E_NGAIN = 7     # number of batches in E_GAIN
+    E_NRMP = 8      # ||theta_l|| (W and b), a bound on max |theta| for the overflow check
+    E_NRMV = 9      # ||v_l||
+    E_NRMF = 10     # ||phi_l|| (Nesterov look-ahead point)
+    N_E = 11
+
+# BLAS transpose flags as chars
+cdef enum:
+    CH_N = 78  # 'N'
+    CH_T = 84  # 'T'
+
+cdef double SAFE_LO = 2.0 ** -900
+cdef double SAFE_HI = 2.0 ** 900
+
+
+def _check_codes():
+    """Fail loudly at import if the C enums drifted from fastbp._contract."""
+    pairs = [
+        (SIGMOID, _C.SIGMOID), (TANH, _C.TANH), (RELU, _C.RELU), (LEAKY_RELU, _C.LEAKY_RELU),
+        (SOFTSIGN, _C.SOFTSIGN), (LINEAR, _C.LINEAR), (SOFTMAX, _C.SOFTMAX),
+        (CROSS_ENTROPY, _C.CROSS_ENTROPY), (QUADRATIC, _C.QUADRATIC),
+        (LOG_LIKELIHOOD, _C.LOG_LIKELIHOOD), (RECORD_NONE, _C.RECORD_NONE),
+        (RECORD_BATCH, _C.RECORD_BATCH), (RECORD_EPOCH, _C.RECORD_EPOCH),
+        (MOMENTUM_NONE, _C.MOMENTUM_NONE), (MOMENTUM_CONSTANT, _C.MOMENTUM_CONSTANT),
+        (MOMENTUM_SUTSKEVER, _C.MOMENTUM_SUTSKEVER), (PHASE_FORWARD, _C.PHASE_FORWARD),
+        (PHASE_BACKWARD, _C.PHASE_BACKWARD), (PHASE_UPDATE, _C.PHASE_UPDATE),
+        (S_SPEED, _C.S_SPEED), (S_NONFINITE, _C.S_NONFINITE), (N_STATS, _C.N_STATS),
+    ]
+    for mine, theirs in pairs:
+        if mine != theirs:
+            raise ImportError("fastbp._kernels was built against another version of fastbp._contract; rebuild it")
+
+
+_check_codes()
+
+
+# --------------------------------------------------------------------------
+# Layer 1: per-element primitives.
+# --------------------------------------------------------------------------
+cdef inline floating f_act(int code, floating z, floating alpha) noexcept nogil:
+    """a = f(z) for the element-wise activations (not softmax)."""
+    cdef floating e
+    if code == SIGMOID:
+        # exp(-|z|) never overflows; both branches are exact to round-off.
+        e = <floating> exp(-fabs(z))
+        if z >= 0:
+            return 1 / (1 + e)
+        return e / (1 + e)
+    elif code == TANH:
+        return <floating> tanh(z)
+    elif code == RELU:
+        return z if z > 0 else 0
+    elif code == LEAKY_RELU:
+        return z if z > 0 else alpha * z
+    elif code == SOFTSIGN:
+        return z / (1 + fabs(z))
+    return z
+
+
+cdef inline floating f_slope(int code, floating z, floating a, floating alpha) noexcept nogil:
+    """f'(z), computed from a where the activation allows it."""
+    if code == SIGMOID:
+        return a * (1 - a)
+    elif code == TANH:
+        return 1 - a * a
+    elif code == RELU:
+        return 1 if z > 0 else 0
+    elif code == LEAKY_RELU:
+        return 1 if z > 0 else alpha
+    elif code == SOFTSIGN:
+        return (1 - fabs(a)) * (1 - fabs(a))
+    return 1
+
+
+cdef inline double softplus(double z) noexcept nogil:
+    """log(1 + e^z), finite for every finite z."""
+    return (z if z > 0 else 0.0) + log1p(exp(-fabs(z)))
+
+
+cdef inline double pow2_exponent(double x) noexcept nogil:
+    """e such that 2^e is within a factor 2 of x (x > 0 finite), clamped."""
+    cdef int e = 0
+    if not (x > 0) or x == INFINITY:
+        return 0.0
+    frexp(x, &e)
+    if e > 1000:
+        e = 1000
+    elif e < -1000:
+        e = -1000
+    return <double> e
+
+
+cdef inline void ssq_add(double* acc_ssq, double* acc_exp, double ssq, double e) noexcept nogil:
+    """(acc_ssq, acc_exp) += (ssq, e): sums of squares carried as ssq * 4^e."""
+    cdef double E
+    if ssq == 0:
+        return
+    if acc_ssq[0] == 0:
+        acc_ssq[0] = ssq
+        acc_exp[0] = e
+        return
+    E = acc_exp[0] if acc_exp[0] > e else e
+    acc_ssq[0] = ldexp(acc_ssq[0], <int> (2 * (acc_exp[0] - E))) + ldexp(ssq, <int> (2 * (e - E)))
+    acc_exp[0] = E
+
+
+cdef inline double ssq_norm(double ssq, double e) noexcept nogil:
+    return ldexp(sqrt(ssq), <int> e)
+
+
+cdef double norm_dtype(const floating* x, Py_ssize_t n) noexcept nogil:
+    """||x||_2 of a dtype vector, scaled by a power of two (two passes)."""
+    cdef Py_ssize_t i
+    cdef double mx = 0, v, s = 0, sc
+    for i in range(n):
+        v = fabs(x[i])
+        if not (v <= mx):
+            mx = v
+    if mx == 0 or mx != mx:
+        return mx
+    if mx == INFINITY:
+        return INFINITY
+    sc = ldexp(1.0, -<int> pow2_exponent(mx))
+    for i in range(n):
+        v = x[i] * sc
+        s += v * v
+    return sqrt(s) / sc
+
+
+cdef double norm_diff(const floating* x, const floating* y, Py_ssize_t n) noexcept nogil:
+    """||x - y||_2 (difference taken in the dtype, as the update applied it)."""
+    cdef Py_ssize_t i
+    cdef double mx = 0, v, s = 0, sc
+    cdef floating d
+    for i in range(n):
+        d = x[i] - y[i]
+        v = fabs(d)
+        if not (v <= mx):
+            mx = v
+    if mx == 0 or mx != mx or mx == INFINITY:
+        return mx
+    sc = ldexp(1.0, -<int> pow2_exponent(mx))
+    for i in range(n):
+        d = x[i] - y[i]
+        v = d * sc
+        s += v * v
+    return sqrt(s) / sc
+
+
+cdef double norm_double(const double* x, Py_ssize_t n, double mult) noexcept nogil:
+    """mult * ||x||_2 of a double vector, scaled (two passes)."""
+    cdef Py_ssize_t i
+    cdef double mx = 0, v, s = 0, sc
+    for i in range(n):
+        v = fabs(x[i])
+        if not (v <= mx):
+            mx = v
+    if mx == 0 or mx != mx or mx == INFINITY:
+        return mx
+    sc = ldexp(1.0, -<int> pow2_exponent(mx))
+    for i in range(n):
+        v = x[i] * sc
+        s += v * v
+    return (sqrt(s) / sc) * mult
+
+
+cdef inline double copy_ssq(floating* dst, const floating* src, Py_ssize_t n,
+                            double ssq) noexcept nogil:
+    """dst[:n] = src[:n]; returns ssq + sum src^2 (inputs are finite and moderate)."""
+    cdef Py_ssize_t i
+    cdef floating v
+    for i in range(n):
+        v = src[i]
+        dst[i] = v
+        ssq += v * <double> v
+    return ssq
+
+
+cdef inline void gemm(char ta, char tb, int M, int N, int K, floating alpha,
+                      const floating* A, int lda, const floating* B, int ldb,
+                      floating beta, floating* C, int ldc) noexcept nogil:
+    """C = alpha op(A) op(B) + beta C, column-major BLAS (d/s gemm from SciPy)."""
+    if floating is double:
+        dgemm(&ta, &tb, &M, &N, &K, &alpha, <double*> A, &lda, <double*> B, &ldb, &beta, C, &ldc)
+    else:
+        sgemm(&ta, &tb, &M, &N, &K, &alpha, <float*> A, &lda, <float*> B, &ldb, &beta, C, &ldc)
+
+
+# --------------------------------------------------------------------------
+# The network and its workspace, as plain C data.
+# --------------------------------------------------------------------------
+ctypedef struct Net:
+    int L
+    const int64_t* sizes
+    const int* acts
+    int cost
+    double alpha
+    const int64_t* w_off
+    const int64_t* b_off
+    Py_ssize_t n_params
+    Py_ssize_t m_max
+    # workspace (dtype buffers as void*, cast in the fused functions)
+    void* A           # activations, layer l at act_off[l], (m, n_{l+1})
+    void* S           # slopes of hidden layers
+    void* D           # deltas
+    void* ZL          # output pre-activations (m, n_L)
+    void* Xb          # gathered mini-batch input (m, n_0)
+    void* Yb          # gathered mini-batch targets (m, n_L)
+    void* G           # gradient, params layout
+    void* P0          # params at epoch start
+    void* PHI         # Nesterov look-ahead parameters
+    const int64_t* act_off
+    const int64_t* unit_off   # offset of layer l's units in per-unit arrays
+    double* colsum    # per-unit sums of deltas (this batch / this call)
+    double* colsum_e  # per-unit sums of deltas over the epoch
+    double* Gacc      # sum over the epoch of m_k g_W,k (params layout)
+    double* bacc      # N_B * L
+    double* eacc      # N_E * L
+    double* gacc      # N_E * L, pooled accumulators of gradient()
+    double* colsum_g  # per-unit sums of deltas over a gradient() call
+    double* ssq_g     # 2 * L: scaled sums of squares of Delta over a gradient() call
+    double epoch_m    # examples that contributed to this epoch so far
+    int epoch_skipped # mini-batches skipped in this epoch so far
+
+
+cdef class Workspace:
+    """Buffers for processing up to ``m_max`` examples at once (see the contract)."""
+
+    cdef readonly object layout
+    cdef readonly Py_ssize_t m_max
+    cdef object _arrays
+    cdef Net net
+
+    def __init__(self, layout, Py_ssize_t m_max):
+        if m_max < 1:
+            raise ValueError(f"m_max must be >= 1, got {m_max}")
+        self.layout = layout
+        self.m_max = m_max
+        dt = np.dtype(layout.dtype)
+        if dt != np.float32 and dt != np.float64:
+            raise TypeError(f"layout.dtype must be float32 or float64, got {dt}")
+        sizes = np.ascontiguousarray(layout.sizes, dtype=np.int64)
+        acts = np.ascontiguousarray(layout.acts, dtype=np.intc)
+        w_off = np.ascontiguousarray(layout.w_off, dtype=np.int64)
+        b_off = np.ascontiguousarray(layout.b_off, dtype=np.int64)
+        L = len(sizes) - 1
+        widths = sizes[1:]
+        act_off = np.zeros(L, dtype=np.int64)
+        act_off[1:] = np.cumsum(widths[:L - 1] * m_max)
+        unit_off = np.zeros(L, dtype=np.int64)
+        unit_off[1:] = np.cumsum(widths[:L - 1])
+        n_act = int(widths.sum()) * m_max
+        n_units = int(widths.sum())
+        P = int(layout.n_params)
+        arrays = dict(
+            sizes=sizes, acts=acts, w_off=w_off, b_off=b_off, act_off=act_off, unit_off=unit_off,
+            A=np.zeros(n_act, dt), S=np.zeros(n_act, dt), D=np.zeros(n_act, dt),
+            ZL=np.zeros(m_max * int(sizes[L]), dt), Xb=np.zeros(m_max * int(sizes[0]), dt),
+            Yb=np.zeros(m_max * int(sizes[L]), dt), G=np.zeros(P, dt), P0=np.zeros(P, dt),
+            PHI=np.zeros(P, dt), colsum=np.zeros(n_units), colsum_e=np.zeros(n_units),
+            Gacc=np.zeros(P), bacc=np.zeros(N_B * L), eacc=np.zeros(N_E * L),
+            gacc=np.zeros(N_E * L), colsum_g=np.zeros(n_units), ssq_g=np.zeros(2 * L),
+        )
+        self._arrays = arrays
+        self.net.L = L
+        self.net.sizes = <const int64_t*> _ptr(sizes)
+        self.net.acts = <const int*> _ptr(acts)
+        self.net.cost = int(layout.cost)
+        self.net.alpha = float(layout.alpha)
+        self.net.w_off = <const int64_t*> _ptr(w_off)
+        self.net.b_off = <const int64_t*> _ptr(b_off)
+        self.net.n_params = P
+        self.net.m_max = m_max
+        self.net.A = _ptr(arrays["A"])
+        self.net.S = _ptr(arrays["S"])
+        self.net.D = _ptr(arrays["D"])
+        self.net.ZL = _ptr(arrays["ZL"])
+        self.net.Xb = _ptr(arrays["Xb"])
+        self.net.Yb = _ptr(arrays["Yb"])
+        self.net.G = _ptr(arrays["G"])
+        self.net.P0 = _ptr(arrays["P0"])
+        self.net.PHI = _ptr(arrays["PHI"])
+        self.net.act_off = <const int64_t*> _ptr(act_off)
+        self.net.unit_off = <const int64_t*> _ptr(unit_off)
+        self.net.colsum = <double*> _ptr(arrays["colsum"])
+        self.net.colsum_e = <double*> _ptr(arrays["colsum_e"])
+        self.net.Gacc = <double*> _ptr(arrays["Gacc"])
+        self.net.bacc = <double*> _ptr(arrays["bacc"])
+        self.net.eacc = <double*> _ptr(arrays["eacc"])
+        self.net.gacc = <double*> _ptr(arrays["gacc"])
+        self.net.colsum_g = <double*> _ptr(arrays["colsum_g"])
+        self.net.ssq_g = <double*> _ptr(arrays["ssq_g"])
+        self.net.epoch_m = 0
+        self.net.epoch_skipped = 0
+
+    @property
+    def nbytes(self):
+        """Bytes held by the workspace buffers."""
+        return sum(a.nbytes for a in self._arrays.values())
+
+
+cdef double _EMPTY[1]
+
+
+cdef void* _ptr(arr) except NULL:
+    cdef const unsigned char[::1] mv
+    if arr.size == 0:
+        # a zero-length buffer still needs a valid address
+        return <void*> _EMPTY
+    mv = arr.reshape(-1).view(np.uint8)
+    return <void*> &mv[0]
+
+
+def make_workspace(layout, m_max):
+    """Allocate the buffers for ``layout`` and up to ``m_max`` rows at once."""
+    return Workspace(layout, int(m_max))
+
+
+# --------------------------------------------------------------------------
+# Layer 2: per-layer loops.
+# --------------------------------------------------------------------------
+cdef inline double dtype_max(floating x) noexcept nogil:
+    """Largest finite value of x's type."""
+    if floating is double:
+        return DBL_MAX
+    return FLT_MAX
+
+
+cdef inline int act_row(int code, floating* Zr, floating* Sr, const floating* b,
+                             Py_ssize_t n, floating alpha) noexcept nogil:
+    """a = f(z + b) in place over one row, slopes into Sr; returns sum of (z - z)."""
+    cdef Py_ssize_t j
+    cdef floating z, a
+    cdef int bad = 0
+    cdef double top = dtype_max(alpha)
+    for j in range(n):
+        z = Zr[j] + b[j]
+        bad |= not (fabs(z) <= top)
+        a = f_act(code, z, alpha)
+        Zr[j] = a
+        Sr[j] = f_slope(code, z, a, alpha)
+    return bad
+
+
+cdef int hidden_forward(Net* c, int l, floating* Z, const floating* b, Py_ssize_t m,
+                        bint stats) noexcept nogil:
+    """Z (m, n) holds W a_prev; make it a = f(Z + b) in place, slopes into S.
+
+    Also stores a bound on max |a| (for the overflow check) and, with ``stats``,
+    the sums behind act_mean, slope_mean and the saturation fractions.
+    Returns 1 if a pre-activation is not finite.
+    """
+    cdef Py_ssize_t n = c.sizes[l + 1], i, j, low = 0, high = 0
+    cdef int code = c.acts[l]
+    cdef floating alpha = <floating> c.alpha
+    cdef floating* S = <floating*> c.S + c.act_off[l]
+    cdef floating* Zr
+    cdef floating* Sr
+    cdef floating a, s, thr, mid
+    cdef int bad = 0
+    cdef double suma = 0, sums = 0, ssqa = 0
+    cdef double* acc = c.bacc
+    cdef int L = c.L
+    cdef bint relu_like = code == RELU or code == LEAKY_RELU
+    cdef bint unbounded = relu_like or code == LINEAR
+    thr = <floating> (0.0025 if code == SIGMOID else 0.01)
+    mid = <floating> (0.5 if code == SIGMOID else 0.0)
+    for i in range(m):
+        Zr = Z + i * n
+        Sr = S + i * n
+        # one specialised, branch-free loop per activation
+        if code == SIGMOID:
+            bad |= act_row(SIGMOID, Zr, Sr, b, n, alpha)
+        elif code == TANH:
+            bad |= act_row(TANH, Zr, Sr, b, n, alpha)
+        elif code == RELU:
+            bad |= act_row(RELU, Zr, Sr, b, n, alpha)
+        elif code == LEAKY_RELU:
+            bad |= act_row(LEAKY_RELU, Zr, Sr, b, n, alpha)
+        elif code == SOFTSIGN:
+            bad |= act_row(SOFTSIGN, Zr, Sr, b, n, alpha)
+        else:
+            bad |= act_row(LINEAR, Zr, Sr, b, n, alpha)
+        # the row is in L1: the bound and the statistics read it again there
+        if unbounded:
+            for j in range(n):
+                ssqa += Zr[j] * <double> Zr[j]
+        if stats:
+            if relu_like:
+                for j in range(n):
+                    a = Zr[j]
+                    suma += a
+                    sums += Sr[j]
+                    low += a <= 0
+            else:
+                for j in range(n):
+                    a = Zr[j]
+                    s = Sr[j]
+                    suma += a
+                    sums += s
+                    low += (s < thr) & (a < mid)
+                    high += (s < thr) & (a > mid)
+    # |a| <= 1 for sigmoid, tanh and softsign, so ||A||_F <= sqrt(m n)
+    acc[B_NRMA * L + l] = sqrt(ssqa) if unbounded else sqrt(<double> (m * n))
+    if stats:
+        acc[B_SUMA * L + l] = suma
+        acc[B_SUMS * L + l] = sums
+        acc[B_LOW * L + l] = <double> low
+        acc[B_HIGH * L + l] = <double> high
+        acc[B_CNT * L + l] = <double> (m * n)
+        acc[B_M2 * L + l] = 0
+    return bad
+
+
+cdef int output_forward(Net* c, floating* A, const floating* b, Py_ssize_t m,
+                        bint stats) noexcept nogil:
+    """ZL (m, nL) holds W a_prev; add b (kept in ZL) and write a = f(z) into A."""
+    cdef int l = c.L - 1, L = c.L
+    cdef Py_ssize_t n = c.sizes[l + 1], i, j, low = 0, high = 0
+    cdef int code = c.acts[l]
+    cdef floating* Z = <floating*> c.ZL
+    cdef floating z, a, s, zmax
+    cdef int bad = 0
+    cdef double top = dtype_max(<floating> 0)
+    cdef double suma = 0, sums = 0, ssqa = 0, tot
+    cdef double* acc = c.bacc
+    cdef floating thr = <floating> 0.0025
+    cdef floating mid = <floating> 0.5
+    if code == SOFTMAX:
+        for i in range(m):
+            zmax = -INFINITY
+            for j in range(n):
+                z = Z[i * n + j] + b[j]
+                Z[i * n + j] = z
+                bad |= not (fabs(z) <= top)
+                if z > zmax:
+                    zmax = z
+            tot = 0
+            for j in range(n):
+                a = <floating> exp(Z[i * n + j] - zmax)
+                A[i * n + j] = a
+                tot += a
+            for j in range(n):
+                a = <floating> (A[i * n + j] / tot)
+                A[i * n + j] = a
+                suma += a
+    else:
+        for i in range(m):
+            for j in range(n):
+                z = Z[i * n + j] + b[j]
+                Z[i * n + j] = z
+                bad |= not (fabs(z) <= top)
+                a = f_act(code, z, <floating> 0)
+                A[i * n + j] = a
+                if code == LINEAR:
+                    ssqa += a * <double> a
+                if stats:
+                    suma += a
+                    if code == SIGMOID:
+                        s = a * (1 - a)
+                        sums += s
+                        low += (s < thr) & (a < mid)
+                        high += (s < thr) & (a > mid)
+                    else:
+                        sums += 1
+    acc[B_NRMA * L + l] = sqrt(ssqa) if code == LINEAR else sqrt(<double> (m * n))
+    if stats:
+        acc[B_SUMA * L + l] = suma
+        acc[B_SUMS * L + l] = sums
+        acc[B_LOW * L + l] = <double> low
+        acc[B_HIGH * L + l] = <double> high
+        acc[B_CNT * L + l] = <double> (m * n)
+        acc[B_M2 * L + l] = 0
+    return bad
+
+
+cdef inline void finish_delta_ssq(Net* c, int l, const floating* D, Py_ssize_t cnt,
+                                  double ssq) noexcept nogil:
+    """Store the sum of squares of a delta block, carried as ssq * 4^e.
+
+    The plain sum is exact enough when it lies in [2^-900, 2^900]; otherwise
+    (deltas of a very deep net, or huge ones) the in-cache block is read again,
+    scaled by a power of two near its max.
+    """
+    cdef double sc, v, s = 0, mx = 0, e = 0
+    cdef Py_ssize_t i
+    cdef int L = c.L
+    if not (ssq >= SAFE_LO and ssq <= SAFE_HI):  # also 0: all zero, or underflow
+        for i in range(cnt):
+            v = fabs(D[i])
+            mx = v if v > mx else mx
+        e = pow2_exponent(mx)
+        sc = ldexp(1.0, -<int> e)
+        for i in range(cnt):
+            v = D[i] * sc
+            s += v * v
+        ssq = s
+    c.bacc[B_SSQD * L + l] = ssq
+    c.bacc[B_EXPD * L + l] = e
+
+
+cdef double output_delta(Net* c, const floating* Y, Py_ssize_t m, bint stats,
+                         int* bad) noexcept nogil:
+    """delta_L (m, nL) from a, z and y; column sums, ||Delta||; returns the summed cost."""
+    cdef int l = c.L - 1, L = c.L
+    cdef Py_ssize_t n = c.sizes[l + 1], i, j
+    cdef int code = c.acts[l], cost = c.cost
+    cdef const floating* A = <floating*> c.A + c.act_off[l]
+    cdef const floating* Z = <floating*> c.ZL
+    cdef floating* D = <floating*> c.D + c.act_off[l]
+    cdef double* col = c.colsum + c.unit_off[l]
+    cdef floating a, y, d
+    cdef int nonfinite = 0
+    cdef double top = dtype_max(<floating> 0)
+    cdef double total = 0, ssq = 0, zmax, lse = 0, mean = 0, m2 = 0
+    if stats:
+        mean = c.bacc[B_SUMA * L + l] / (m * n)
+    for i in range(m):
+        if cost == LOG_LIKELIHOOD:
+            zmax = -INFINITY
+            for j in range(n):
+                if Z[i * n + j] > zmax:
+                    zmax = Z[i * n + j]
+            lse = 0
+            for j in range(n):
+                lse += exp(Z[i * n + j] - zmax)
+            lse = zmax + log(lse)
+        for j in range(n):
+            a = A[i * n + j]
+            y = Y[i * n + j]
+            if cost == CROSS_ENTROPY:
+                total += softplus(Z[i * n + j]) - y * <double> Z[i * n + j]
+                d = a - y
+            elif cost == LOG_LIKELIHOOD:
+                total += y * (lse - Z[i * n + j])
+                d = a - y
+            else:
+                total += 0.5 * (<double> a - y) * (<double> a - y)
+                d = a - y
+                if code == SIGMOID:
+                    d = d * (a * (1 - a))
+            D[i * n + j] = d
+            nonfinite |= not (fabs(d) <= top)
+            ssq += d * <double> d
+            col[j] += d
+            if stats:
+                m2 += (a - mean) * (a - mean)
+    if stats:
+        c.bacc[B_M2 * L + l] = m2
+    finish_delta_ssq(c, l, D, m * n, ssq)
+    bad[0] = nonfinite
+    return total
+
+
+cdef int hidden_delta(Net* c, int l, floating* D, Py_ssize_t m, bint stats) noexcept nogil:
+    """D (m, n) holds delta_{l+1} @ W_{l+1}; multiply by the slopes in place.
+
+    Also: column sums (for g_b), the sum of squares of the deltas (gain, bounds)
+    and, with ``stats``, the second pass of the activation variance.
+    """
+    cdef Py_ssize_t n = c.sizes[l + 1], i, j
+    cdef int L = c.L
+    cdef const floating* S = <floating*> c.S + c.act_off[l]
+    cdef const floating* A = <floating*> c.A + c.act_off[l]
+    cdef double* col = c.colsum + c.unit_off[l]
+    cdef floating* Dr
+    cdef const floating* Sr
+    cdef const floating* Ar
+    cdef floating d
+    cdef int bad = 0
+    cdef double top = dtype_max(<floating> 0)
+    cdef double ssq = 0, mean = 0, m2 = 0, t
+    if stats:
+        mean = c.bacc[B_SUMA * L + l] / (m * n)
+    for i in range(m):
+        Dr = D + i * n
+        Sr = S + i * n
+        for j in range(n):
+            d = Dr[j] * Sr[j]
+            Dr[j] = d
+            bad |= not (fabs(d) <= top)
+            ssq += d * <double> d
+            col[j] += d
+        if stats:
+            Ar = A + i * n
+            for j in range(n):
+                t = Ar[j] - mean
+                m2 += t * t
+    if stats:
+        c.bacc[B_M2 * L + l] = m2
+    finish_delta_ssq(c, l, D, m * n, ssq)
+    return bad
+
+
+# --------------------------------------------------------------------------
+# One pass over a block of examples: forward, output delta, backward, dW.
+# --------------------------------------------------------------------------
+cdef int fused_pass(Net* c, const floating* P, const floating* X, const floating* Y,
+                    Py_ssize_t m, floating g_alpha, floating g_beta, bint stats,
+                    double* cost, int* fault_layer) noexcept nogil:
+    """Forward and backward over m rows; gradient into G with alpha/beta of gemm.
+
+    Returns -1 if all values are finite, else the PHASE_* code (fault_layer set).
+    Column sums of the deltas are *added* to c.colsum (the caller zeroes it).
+    """
+    cdef int L = c.L, l, bad = 0
+    cdef int n_in, n_out
+    cdef const floating* Ain
+    cdef floating* Z
+    cdef floating* G = <floating*> c.G
+    cdef floating* Abuf = <floating*> c.A
+    cdef floating* Dbuf = <floating*> c.D
+    for l in range(L):
+        n_in = <int> c.sizes[l]
+        n_out = <int> c.sizes[l + 1]
+        Ain = X if l == 0 else Abuf + c.act_off[l - 1]
+        if l < L - 1:
+            Z = Abuf + c.act_off[l]
+        else:
+            Z = <floating*> c.ZL
+        gemm(CH_T, CH_N, n_out, <int> m, n_in, 1, P + c.w_off[l], n_in, Ain, n_in, 0, Z, n_out)
+        if l < L - 1:
+            bad = hidden_forward(c, l, Z, P + c.b_off[l], m, stats)
+        else:
+            bad = output_forward(c, Abuf + c.act_off[l], P + c.b_off[l], m, stats)
+        if bad:
+            fault_layer[0] = l
+            return PHASE_FORWARD
+    cost[0] = output_delta(c, Y, m, stats, &bad)
+    if bad:
+        fault_layer[0] = L - 1
+        return PHASE_BACKWARD
+    for l in range(L - 1, -1, -1):
+        n_in = <int> c.sizes[l]
+        n_out = <int> c.sizes[l + 1]
+        Ain = X if l == 0 else Abuf + c.act_off[l - 1]
+        if l > 0:
+            # delta_{l-1} (m, n_in) = delta_l (m, n_out) @ W_l, then times slopes
+            gemm(CH_N, CH_N, n_in, <int> m, n_out, 1, P + c.w_off[l], n_in,
+                 Dbuf + c.act_off[l], n_out, 0, Dbuf + c.act_off[l - 1], n_in)
+            if hidden_delta(c, l - 1, Dbuf + c.act_off[l - 1], m, stats):
+                fault_layer[0] = l - 1
+                return PHASE_BACKWARD
+        # g_W (n_out, n_in) = alpha delta_l.T @ a_{l-1} + beta g_W
+        gemm(CH_N, CH_T, n_in, n_out, <int> m, g_alpha, Ain, n_in, Dbuf + c.act_off[l], n_out,
+             g_beta, G + c.w_off[l], n_in)
+    return -1
+
+
+cdef void reset_batch_acc(Net* c) noexcept nogil:
+    memset(c.bacc, 0, N_B * c.L * sizeof(double))
+    cdef Py_ssize_t n_units = c.unit_off[c.L - 1] + c.sizes[c.L]
+    memset(c.colsum, 0, n_units * sizeof(double))
+
+
+# --------------------------------------------------------------------------
+# Statistics blocks.
+# --------------------------------------------------------------------------
+cdef void act_stats_into(Net* c, int l, double cnt, double mean, double m2, double sums,
+                         double low, double high, double* out) noexcept nogil:
+    """act_mean, act_std, sat_low, sat_high, slope_mean of layer l into a stats block."""
+    cdef int L = c.L, code = c.acts[l]
+    out[S_ACT_MEAN * L + l] = mean
+    out[S_ACT_STD * L + l] = sqrt(m2 / cnt)
+    if code == LINEAR or code == SOFTMAX:
+        out[S_SAT_LOW * L + l] = NAN
+        out[S_SAT_HIGH * L + l] = NAN
+    else:
+        out[S_SAT_LOW * L + l] = low / cnt
+        out[S_SAT_HIGH * L + l] = high / cnt
+    out[S_SLOPE_MEAN * L + l] = NAN if code == SOFTMAX else sums / cnt
+
+
+cdef void gains_into(Net* c, double* out) noexcept nogil:
+    """gain_l = ||Delta_l|| / ||Delta_{l+1}|| from the batch accumulators."""
+    cdef int L = c.L, l
+    cdef double* acc = c.bacc
+    for l in range(L):
+        if l == L - 1:
+            out[S_GAIN * L + l] = NAN
+        else:
+            out[S_GAIN * L + l] = (ssq_norm(acc[B_SSQD * L + l], acc[B_EXPD * L + l])
+                                   / ssq_norm(acc[B_SSQD * L + l + 1], acc[B_EXPD * L + l + 1]))
+
+
+# --------------------------------------------------------------------------
+# The update of one layer, with its norms, in one pass over W.
+# --------------------------------------------------------------------------
+cdef inline void update_loop(int kind, bint nesterov, bint stats, floating* W, floating* VW,
+                             floating* FW, const floating* GW, Py_ssize_t n, floating f_c,
+                             floating f_eta, floating f_ln, floating f_mu, floating f_mun,
+                             double sg, double sw, double sd, double* q) noexcept nogil:
+    """One update loop over n parameters, specialised (after inlining) by its flags.
+
+    Sums of squares, pre-scaled by powers of two chosen from bounds, are added to
+    q[0..5] = (g, W_new, W_old, W_new - W_old, v, phi).
+    """
+    cdef Py_ssize_t i
+    cdef floating g, w, w_new, v, ph
+    cdef double t, qg = 0, qw = 0, qo = 0, qd = 0, qv = 0, qf = 0
+    for i in range(n):
+        g = GW[i]
+        w = W[i]
+        if kind == MOMENTUM_NONE:
+            w_new = f_c * w - f_eta * g
+        else:
+            if nesterov:
+                v = f_mu * VW[i] - f_eta * (g + f_ln * FW[i])
+            else:
+                v = f_mu * VW[i] - f_eta * (g + f_ln * w)
+            VW[i] = v
+            w_new = w + v
+            t = v * sd
+            qv += t * t
+            if nesterov:
+                ph = w_new + f_mun * v
+                FW[i] = ph
+                t = ph * sw
+                qf += t * t
+        W[i] = w_new
+        t = w_new * sw
+        qw += t * t
+        if stats:
+            t = g * sg
+            qg += t * t
+            t = w * sw
+            qo += t * t
+            t = (w_new - w) * sd
+            qd += t * t
+    q[0] += qg
+    q[1] += qw
+    q[2] += qo
+    q[3] += qd
+    q[4] += qv
+    q[5] += qf
+
+
+cdef void update_layer(Net* c, int l, floating* P, floating* V, Py_ssize_t m,
+                       int kind, bint nesterov, double eta, double lmbda_n, double mu,
+                       double mu_next, int record) noexcept nogil:
+    """Apply SPEC section 3's update to layer l, computing its norms in the same pass."""
+    cdef int L = c.L
+    cdef Py_ssize_t n_w = c.sizes[l + 1] * c.sizes[l], n_b = c.sizes[l + 1], i
+    cdef floating* W = P + c.w_off[l]
+    cdef floating* B = P + c.b_off[l]
+    cdef floating* VW = V + c.w_off[l]
+    cdef floating* VB = V + c.b_off[l]
+    cdef floating* FW = <floating*> c.PHI + c.w_off[l]
+    cdef floating* FB = <floating*> c.PHI + c.b_off[l]
+    cdef const floating* GW = <floating*> c.G + c.w_off[l]
+    cdef const floating* GB = <floating*> c.G + c.b_off[l]
+    cdef double* acc_e = c.Gacc + c.w_off[l]
+    cdef floating f_eta = <floating> eta, f_ln = <floating> lmbda_n
+    cdef floating f_c = <floating> (1 - eta * lmbda_n)
+    cdef floating f_mu = <floating> mu, f_mun = <floating> mu_next
+    cdef double sg, sw, sd, dm = <double> m
+    cdef double qw[6]
+    cdef double qb[6]
+    cdef bint stats = record != RECORD_NONE
+    memset(qw, 0, 6 * sizeof(double))
+    memset(qb, 0, 6 * sizeof(double))
+    # power-of-two scales from bounds on |g|, |W| and |W_new - W_old| known
+    # before the loop: no overflow, and no underflow of tiny updates
+    sg = ldexp(1.0, -<int> pow2_exponent(c.bacc[B_GB * L + l]))
+    sw = ldexp(1.0, -<int> pow2_exponent(c.bacc[B_PB * L + l]))
+    sd = ldexp(1.0, -<int> pow2_exponent(c.bacc[B_VB * L + l]))
+    if kind == MOMENTUM_NONE:
+        if stats:
+            update_loop(MOMENTUM_NONE, False, True, W, VW, FW, GW, n_w, f_c, f_eta, f_ln,
+                        f_mu, f_mun, sg, sw, sd, qw)
+        else:
+            update_loop(MOMENTUM_NONE, False, False, W, VW, FW, GW, n_w, f_c, f_eta, f_ln,
+                        f_mu, f_mun, sg, sw, sd, qw)
+        update_loop(MOMENTUM_NONE, False, False, B, VB, FB, GB, n_b, <floating> 1, f_eta,
+                    f_ln, f_mu, f_mun, sg, sw, sd, qb)
+    elif nesterov:
+        if stats:
+            update_loop(MOMENTUM_CONSTANT, True, True, W, VW, FW, GW, n_w, f_c, f_eta, f_ln,
+                        f_mu, f_mun, sg, sw, sd, qw)
+        else:
+            update_loop(MOMENTUM_CONSTANT, True, False, W, VW, FW, GW, n_w, f_c, f_eta, f_ln,
+                        f_mu, f_mun, sg, sw, sd, qw)
+        update_loop(MOMENTUM_CONSTANT, True, False, B, VB, FB, GB, n_b, f_c, f_eta,
+                    <floating> 0, f_mu, f_mun, sg, sw, sd, qb)
+    else:
+        if stats:
+            update_loop(MOMENTUM_CONSTANT, False, True, W, VW, FW, GW, n_w, f_c, f_eta, f_ln,
+                        f_mu, f_mun, sg, sw, sd, qw)
+        else:
+            update_loop(MOMENTUM_CONSTANT, False, False, W, VW, FW, GW, n_w, f_c, f_eta, f_ln,
+                        f_mu, f_mun, sg, sw, sd, qw)
+        update_loop(MOMENTUM_CONSTANT, False, False, B, VB, FB, GB, n_b, f_c, f_eta,
+                    <floating> 0, f_mu, f_mun, sg, sw, sd, qb)
+    if record == RECORD_EPOCH:
+        for i in range(n_w):
+            acc_e[i] += dm * GW[i]
+    c.eacc[E_NRMP * L + l] = sqrt(qw[1] + qb[1]) / sw
+    c.eacc[E_NRMV * L + l] = sqrt(qw[4] + qb[4]) / sd
+    c.eacc[E_NRMF * L + l] = sqrt(qw[5] + qb[5]) / sw
+    if stats:
+        c.bacc[B_GNORM * L + l] = sqrt(qw[0]) / sg
+        c.bacc[B_WNORM * L + l] = sqrt(qw[1]) / sw
+        c.bacc[B_WOLD * L + l] = sqrt(qw[2]) / sw
+        c.bacc[B_DNORM * L + l] = sqrt(qw[3]) / sd
+
+
+cdef void norm_layers(Net* c, const floating* P, int field) noexcept nogil:
+    """eacc[field, l] = ||params of layer l|| (W and b), a bound on their max |.|."""
+    cdef int L = c.L, l
+    for l in range(L):
+        c.eacc[field * L + l] = norm_dtype(P + c.w_off[l], c.sizes[l + 1] * (c.sizes[l] + 1))
+
+
+cdef inline double momentum_at(int kind, double mu, double mu_max, double period,
+                               int64_t t) noexcept nogil:
+    cdef double k
+    if kind == MOMENTUM_NONE:
+        return 0.0
+    if kind == MOMENTUM_CONSTANT:
+        return mu
+    k = <double> (t // (<int64_t> period))
+    mu = 1.0 - 1.0 / (2.0 * (k + 1.0))
+    return mu if mu < mu_max else mu_max
+
+
+# --------------------------------------------------------------------------
+# Layer 3 drivers (fused over dtype), called with the GIL released.
+# --------------------------------------------------------------------------
+cdef int train_batches(Net* c, floating* P, floating* V, const floating* X, const floating* Y,
+                       const int64_t* order, Py_ssize_t n, Py_ssize_t bs, Py_ssize_t k0,
+                       Py_ssize_t k1, int kind, bint nesterov, double eta,
+                       double lmbda_n, double mu_c, double mu_max, double period, int record,
+                       bint skip, int64_t* t_io, double* rec, double* bcost, int* n_skipped,
+                       int* fault_layer, int* fault_phase) noexcept nogil:
+    """Mini-batches k0..k1-1 of an epoch; returns the faulty batch index or -1."""
+    cdef int L = c.L, l, phase, fl = 0
+    cdef Py_ssize_t n0 = c.sizes[0], nL = c.sizes[L], k, i, m, r, start, stop
+    cdef floating* Xb = <floating*> c.Xb
+    cdef floating* Yb = <floating*> c.Yb
+    cdef floating* G = <floating*> c.G
+    cdef const floating* Pf
+    cdef double cost, mu, mu_next, lim, gb, vb, pb, nrma, nd, sumb, dm, nrmX
+    cdef double* row
+    cdef double* acc = c.bacc
+    cdef double* ea = c.eacc
+    cdef double cnt, mean, m2, delta_mean, tot
+    cdef bint stats = record != RECORD_NONE
+    cdef int64_t t = t_io[0]
+    lim = (DBL_MAX if floating is double else <double> FLT_MAX) * 0.25
+    Pf = <floating*> c.PHI if nesterov else P
+    for k in range(k0, k1):
+        start = k * bs
+        stop = start + bs
+        if stop > n:
+            stop = n
+        m = stop - start
+        dm = <double> m
+        # gather the mini-batch by index; ||X_b|| feeds the overflow bound
+        nrmX = 0
+        for r in range(m):
+            i = order[start + r]
+            nrmX = copy_ssq(Xb + r * n0, X + i * n0, n0, nrmX)
+            memcpy(Yb + r * nL, Y + i * nL, nL * sizeof(floating))
+        nrmX = sqrt(nrmX)
+        reset_batch_acc(c)
+        mu = momentum_at(kind, mu_c, mu_max, period, t)
+        mu_next = momentum_at(kind, mu_c, mu_max, period, t + 1)
+        phase = fused_pass(c, Pf, Xb, Yb, m, <floating> (1.0 / dm), 0, stats, &cost, &fl)
+        if phase < 0:
+            # bounds that make the update safe from overflow (SPEC section 5):
+            # |sum_x delta a| <= ||Delta|| ||A|| (Cauchy-Schwarz), max |.| <= ||.||
+            for l in range(L):
+                nrma = nrmX if l == 0 else acc[B_NRMA * L + l - 1]
+                nd = ssq_norm(acc[B_SSQD * L + l], acc[B_EXPD * L + l])
+                sumb = nd * nrma
+                gb = sumb / dm if sumb / dm > nd else nd
+                vb = mu * ea[E_NRMV * L + l] + eta * (
+                    gb + lmbda_n * (ea[E_NRMF * L + l] if nesterov else ea[E_NRMP * L + l]))
+                pb = ea[E_NRMP * L + l] * (1 + eta * lmbda_n) + vb
+                if nesterov:
+                    pb = pb + mu_next * vb
+                acc[B_GB * L + l] = gb
+                acc[B_VB * L + l] = vb
+                acc[B_PB * L + l] = pb
+                if not (sumb < lim and pb < lim):
+                    phase = PHASE_UPDATE
+                    fl = l
+                    break
+        if phase >= 0:
+            if not skip:
+                fault_layer[0] = fl
+                fault_phase[0] = phase
+                t_io[0] = t
+                return k
+            n_skipped[0] += 1
+            c.epoch_skipped += 1
+            bcost[k - k0] = NAN
+            if record == RECORD_BATCH:
+                row = rec + (k - k0) * N_STATS * L
+                for r in range(N_STATS * L):
+                    row[r] = NAN
+                for l in range(L):
+                    row[S_NONFINITE * L + l] = 1
+            continue
+        bcost[k - k0] = cost / dm
+        c.epoch_m += dm
+        # g_b = column means of the deltas
+        for l in range(L):
+            for r in range(c.sizes[l + 1]):
+                G[c.b_off[l] + r] = <floating> (c.colsum[c.unit_off[l] + r] / dm)
+        for l in range(L):
+            update_layer(c, l, P, V, m, kind, nesterov, eta, lmbda_n, mu, mu_next, record)
+        t += 1
+        if record == RECORD_BATCH:
+            row = rec + (k - k0) * N_STATS * L
+            for l in range(L):
+                row[S_SPEED * L + l] = norm_dtype(G + c.b_off[l], c.sizes[l + 1])
+                row[S_GRAD_NORM * L + l] = acc[B_GNORM * L + l]
+                row[S_WEIGHT_NORM * L + l] = acc[B_WNORM * L + l]
+                row[S_UPDATE_RATIO * L + l] = acc[B_DNORM * L + l] / acc[B_WOLD * L + l]
+                row[S_NONFINITE * L + l] = 0
+                cnt = acc[B_CNT * L + l]
+                act_stats_into(c, l, cnt, acc[B_SUMA * L + l] / cnt, acc[B_M2 * L + l],
+                               acc[B_SUMS * L + l], acc[B_LOW * L + l], acc[B_HIGH * L + l], row)
+            gains_into(c, row)
+        elif record == RECORD_EPOCH:
+            for l in range(L):
+                for r in range(c.sizes[l + 1]):
+                    c.colsum_e[c.unit_off[l] + r] += c.colsum[c.unit_off[l] + r]
+                # pool (count, mean, M2) with Chan et al.'s formula
+                cnt = acc[B_CNT * L + l]
+                mean = acc[B_SUMA * L + l] / cnt
+                m2 = acc[B_M2 * L + l]
+                tot = ea[E_CNT * L + l] + cnt
+                delta_mean = mean - ea[E_MEAN * L + l]
+                ea[E_M2 * L + l] += m2 + delta_mean * delta_mean * ea[E_CNT * L + l] * cnt / tot
+                ea[E_MEAN * L + l] += delta_mean * cnt / tot
+                ea[E_CNT * L + l] = tot
+                ea[E_SUMS * L + l] += acc[B_SUMS * L + l]
+                ea[E_LOW * L + l] += acc[B_LOW * L + l]
+                ea[E_HIGH * L + l] += acc[B_HIGH * L + l]
+                if l < L - 1:
+                    ea[E_GAIN * L + l] += (
+                        ssq_norm(acc[B_SSQD * L + l], acc[B_EXPD * L + l])
+                        / ssq_norm(acc[B_SSQD * L + l + 1], acc[B_EXPD * L + l + 1]))
+                    ea[E_NGAIN * L + l] += 1
+    t_io[0] = t
+    return -1
+
+
+cdef void epoch_begin(Net* c, const floating* P, const floating* V, bint nesterov, double mu,
+                      int record) noexcept nogil:
+    cdef Py_ssize_t i, n_units = c.unit_off[c.L - 1] + c.sizes[c.L]
+    cdef floating f_mu = <floating> mu
+    c.epoch_m = 0
+    c.epoch_skipped = 0
+    if record == RECORD_EPOCH:
+        memcpy(c.P0, P, c.n_params * sizeof(floating))
+        memset(c.Gacc, 0, c.n_params * sizeof(double))
+        memset(c.colsum_e, 0, n_units * sizeof(double))
+        memset(c.eacc, 0, N_E * c.L * sizeof(double))
+
+
+cdef void call_begin(Net* c, const floating* P, const floating* V, bint nesterov,
+                     double mu) noexcept nogil:
+    """Bounds for the overflow check and the look-ahead point, once per call."""
+    cdef Py_ssize_t i
+    cdef floating* F = <floating*> c.PHI
+    cdef floating f_mu = <floating> mu
+    norm_layers(c, P, E_NRMP)
+    norm_layers(c, V, E_NRMV)
+    if nesterov:
+        for i in range(c.n_params):
+            F[i] = P[i] + f_mu * V[i]
+        norm_layers(c, F, E_NRMF)
+
+
+cdef void epoch_end(Net* c, const floating* P, double total_m, double* out) noexcept nogil:
+    cdef int L = c.L, l
+    cdef double* ea = c.eacc
+    cdef const floating* P0 = <floating*> c.P0
+    cdef Py_ssize_t n_w
+    cdef double w0
+    for l in range(L):
+        n_w = c.sizes[l + 1] * c.sizes[l]
+        out[S_SPEED * L + l] = norm_double(c.colsum_e + c.unit_off[l], c.sizes[l + 1], 1.0 / total_m)
+        out[S_GRAD_NORM * L + l] = norm_double(c.Gacc + c.w_off[l], n_w, 1.0 / total_m)
+        out[S_GAIN * L + l] = NAN if l == L - 1 else ea[E_GAIN * L + l] / ea[E_NGAIN * L + l]
+        out[S_WEIGHT_NORM * L + l] = norm_dtype(P + c.w_off[l], n_w)
+        w0 = norm_dtype(P0 + c.w_off[l], n_w)
+        out[S_UPDATE_RATIO * L + l] = norm_diff(P + c.w_off[l], P0 + c.w_off[l], n_w) / w0
+        act_stats_into(c, l, ea[E_CNT * L + l], ea[E_MEAN * L + l], ea[E_M2 * L + l],
+                       ea[E_SUMS * L + l], ea[E_LOW * L + l], ea[E_HIGH * L + l], out)
+
+
+cdef int gradient_all(Net* c, const floating* P, const floating* X, const floating* Y,
+                      Py_ssize_t N, double* stats, double* cost, int* fault_layer) noexcept nogil:
+    """Average gradient over N rows in chunks of m_max, with the probe statistics."""
+    cdef int L = c.L, l, phase = -1
+    cdef Py_ssize_t n0 = c.sizes[0], nL = c.sizes[L], s, m, r
+    cdef double* acc = c.bacc
+    cdef double* ea = c.gacc
+    cdef floating* G = <floating*> c.G
+    cdef double ccost, total = 0, cnt, mean, m2, tot, dmean
+    cdef double* ssq = c.ssq_g
+    cdef Py_ssize_t n_units = c.unit_off[L - 1] + c.sizes[L]
+    memset(c.gacc, 0, N_E * L * sizeof(double))
+    memset(c.colsum_g, 0, n_units * sizeof(double))
+    for l in range(2 * L):
+        ssq[l] = 0
+    s = 0
+    while s < N:
+        m = N - s
+        if m > c.m_max:
+            m = c.m_max
+        reset_batch_acc(c)
+        phase = fused_pass(c, P, X + s * n0, Y + s * nL, m, <floating> (1.0 / N),
+                           <floating> (0.0 if s == 0 else 1.0), True, &ccost, fault_layer)
+        if phase >= 0:
+            return phase
+        total += ccost
+        for l in range(L):
+            for r in range(c.sizes[l + 1]):
+                c.colsum_g[c.unit_off[l] + r] += c.colsum[c.unit_off[l] + r]
+            ssq_add(&ssq[l], &ssq[L + l], acc[B_SSQD * L + l], acc[B_EXPD * L + l])
+            cnt = acc[B_CNT * L + l]
+            mean = acc[B_SUMA * L + l] / cnt
+            m2 = acc[B_M2 * L + l]
+            tot = ea[E_CNT * L + l] + cnt
+            dmean = mean - ea[E_MEAN * L + l]
+            ea[E_M2 * L + l] += m2 + dmean * dmean * ea[E_CNT * L + l] * cnt / tot
+            ea[E_MEAN * L + l] += dmean * cnt / tot
+            ea[E_CNT * L + l] = tot
+            ea[E_SUMS * L + l] += acc[B_SUMS * L + l]
+            ea[E_LOW * L + l] += acc[B_LOW * L + l]
+            ea[E_HIGH * L + l] += acc[B_HIGH * L + l]
+        s += m
+    cost[0] = total / N
+    for l in range(L):
+        for r in range(c.sizes[l + 1]):
+            G[c.b_off[l] + r] = <floating> (c.colsum_g[c.unit_off[l] + r] / N)
+    for l in range(L):
+        stats[S_SPEED * L + l] = norm_dtype(G + c.b_off[l], c.sizes[l + 1])
+        stats[S_GRAD_NORM * L + l] = norm_dtype(G + c.w_off[l], c.sizes[l + 1] * c.sizes[l])
+        stats[S_GAIN * L + l] = NAN if l == L - 1 else (
+            ssq_norm(ssq[l], ssq[L + l]) / ssq_norm(ssq[l + 1], ssq[L + l + 1]))
+        stats[S_WEIGHT_NORM * L + l] = norm_dtype(P + c.w_off[l], c.sizes[l + 1] * c.sizes[l])
+        stats[S_UPDATE_RATIO * L + l] = NAN
+        stats[S_NONFINITE * L + l] = 0
+        act_stats_into(c, l, ea[E_CNT * L + l], ea[E_MEAN * L + l], ea[E_M2 * L + l],
+                       ea[E_SUMS * L + l], ea[E_LOW * L + l], ea[E_HIGH * L + l], stats)
+    return -1
+
+
+cdef double forward_all(Net* c, const floating* P, const floating* X, const floating* Y,
+                        floating* out, Py_ssize_t N) noexcept nogil:
+    """Outputs of N rows in chunks; mean data cost if Y is not NULL."""
+    cdef int L = c.L, l, bad = 0
+    cdef Py_ssize_t n0 = c.sizes[0], nL = c.sizes[L], s, m, i, j
+    cdef floating* Abuf = <floating*> c.A
+    cdef floating* AL = Abuf + c.act_off[L - 1]
+    cdef const floating* Ain
+    cdef floating* Z
+    cdef floating* Yl
+    cdef double total = 0, lse, zmax
+    cdef const floating* ZL = <floating*> c.ZL
+    s = 0
+    while s < N:
+        m = N - s
+        if m > c.m_max:
+            m = c.m_max
+        for l in range(L):
+            Ain = X + s * n0 if l == 0 else Abuf + c.act_off[l - 1]
+            Z = Abuf + c.act_off[l] if l < L - 1 else <floating*> c.ZL
+            gemm(CH_T, CH_N, <int> c.sizes[l + 1], <int> m, <int> c.sizes[l], 1, P + c.w_off[l],
+                 <int> c.sizes[l], Ain, <int> c.sizes[l], 0, Z, <int> c.sizes[l + 1])
+            if l < L - 1:
+                hidden_forward(c, l, Z, P + c.b_off[l], m, False)
+            else:
+                output_forward(c, AL, P + c.b_off[l], m, False)
+        memcpy(out + s * nL, AL, m * nL * sizeof(floating))
+        if Y != NULL:
+            for i in range(m):
+                if c.cost == LOG_LIKELIHOOD:
+                    zmax = -INFINITY
+                    for j in range(nL):
+                        if ZL[i * nL + j] > zmax:
+                            zmax = ZL[i * nL + j]
+                    lse = 0
+                    for j in range(nL):
+                        lse += exp(ZL[i * nL + j] - zmax)
+                    lse = zmax + log(lse)
+                for j in range(nL):
+                    if c.cost == CROSS_ENTROPY:
+                        total += softplus(ZL[i * nL + j]) - Y[(s + i) * nL + j] * <double> ZL[i * nL + j]
+                    elif c.cost == LOG_LIKELIHOOD:
+                        total += Y[(s + i) * nL + j] * (lse - ZL[i * nL + j])
+                    else:
+                        total += 0.5 * (<double> AL[i * nL + j] - Y[(s + i) * nL + j]) ** 2
+        s += m
+    return total / N if Y != NULL else NAN
+
+
+# --------------------------------------------------------------------------
+# The contract's entry points.
+# --------------------------------------------------------------------------
+cdef _check(name, arr, dtype, shape=None):
+    if not isinstance(arr, np.ndarray):
+        raise TypeError(f"{name} must be a numpy array, got {type(arr).__name__}")
+    if arr.dtype != dtype:
+        raise TypeError(f"{name} must have dtype {dtype}, got {arr.dtype}")
+    if not arr.flags.c_contiguous:
+        raise ValueError(f"{name} must be C-contiguous")
+    if shape is not None and arr.shape != shape:
+        raise ValueError(f"{name} must have shape {shape}, got {arr.shape}")
+
+
+cdef inline void* _data(arr):
+    return <void*> (<Py_ssize_t> arr.ctypes.data)
+
+
+def forward(layout, Workspace ws, params, X, out, Y=None):
+    """Output activations of X (N, n0) into out (N, nL); mean data cost if Y is given."""
+    dt = ws.layout.dtype
+    sizes = ws.layout.sizes
+    L = len(sizes) - 1
+    N = X.shape[0] if X.ndim == 2 else -1
+    _check("params", params, dt, (ws.layout.n_params,))
+    _check("X", X, dt, (N, int(sizes[0])))
+    _check("out", out, dt, (N, int(sizes[L])))
+    if Y is not None:
+        _check("Y", Y, dt, (N, int(sizes[L])))
+    if N == 0:
+        return float("nan")
+    cdef Net* c = &ws.net
+    cdef void* p = _data(params)
+    cdef void* x = _data(X)
+    cdef void* o = _data(out)
+    cdef void* y = NULL if Y is None else _data(Y)
+    cdef Py_ssize_t n = N
+    cdef double res
+    if dt == np.float64:
+        with nogil:
+            res = forward_all[double](c, <double*> p, <double*> x, <double*> y, <double*> o, n)
+    else:
+        with nogil:
+            res = forward_all[float](c, <float*> p, <float*> x, <float*> y, <float*> o, n)
+    return res
+
+
+def gradient(layout, Workspace ws, params, X, Y, grad, stats):
+    """Average gradient over all rows of X into grad, probe statistics into stats."""
+    dt = ws.layout.dtype
+    sizes = ws.layout.sizes
+    L = len(sizes) - 1
+    N = X.shape[0] if X.ndim == 2 else -1
+    _check("params", params, dt, (ws.layout.n_params,))
+    _check("grad", grad, dt, (ws.layout.n_params,))
+    _check("X", X, dt, (N, int(sizes[0])))
+    _check("Y", Y, dt, (N, int(sizes[L])))
+    _check("stats", stats, np.float64, (N_STATS, L))
+    if N == 0:
+        raise ValueError("X must have at least one row")
+    cdef Net* c = &ws.net
+    cdef void* p = _data(params)
+    cdef void* x = _data(X)
+    cdef void* y = _data(Y)
+    cdef double* st = <double*> _data(stats)
+    cdef Py_ssize_t n = N
+    cdef double cost = NAN
+    cdef int phase, fl = -1
+    if dt == np.float64:
+        with nogil:
+            phase = gradient_all[double](c, <double*> p, <double*> x, <double*> y, n, st, &cost, &fl)
+    else:
+        with nogil:
+            phase = gradient_all[float](c, <float*> p, <float*> x, <float*> y, n, st, &cost, &fl)
+    G = ws._arrays["G"]
+    if phase >= 0:
+        stats[:] = np.nan
+        stats[S_NONFINITE, :] = 1
+        return cost, fl, phase
+    grad[:] = G
+    return cost, -1, -1
+
+
+def train_epoch(layout, Workspace ws, params, velocity, X, Y, order, batch_size, batch_start,
+                batch_stop, hyper, rec_batch, rec_epoch, batch_cost):
+    """Mini-batches batch_start..batch_stop-1 of one epoch (see fastbp._contract)."""
+    dt = ws.layout.dtype
+    sizes = ws.layout.sizes
+    cdef int L = len(sizes) - 1
+    N = X.shape[0] if X.ndim == 2 else -1
+    cdef Py_ssize_t bs = int(batch_size), k0 = int(batch_start), k1 = int(batch_stop)
+    cdef Py_ssize_t n_batches = (N + bs - 1) // bs if bs > 0 else 0
+    _check("params", params, dt, (ws.layout.n_params,))
+    _check("velocity", velocity, dt, (ws.layout.n_params,))
+    _check("X", X, dt, (N, int(sizes[0])))
+    _check("Y", Y, dt, (N, int(sizes[L])))
+    _check("order", order, np.int64, (N,))
+    if not (1 <= bs <= ws.m_max and bs <= N):
+        raise ValueError(f"batch_size must be in [1, min(n, m_max={ws.m_max})], got {bs}")
+    if not (0 <= k0 <= k1 <= n_batches):
+        raise ValueError(f"need 0 <= batch_start <= batch_stop <= {n_batches}")
+    cdef int record = int(hyper.record)
+    if record == RECORD_BATCH:
+        _check("rec_batch", rec_batch, np.float64, (k1 - k0, N_STATS, L))
+    if record == RECORD_EPOCH and k1 == n_batches:
+        _check("rec_epoch", rec_epoch, np.float64, (N_STATS, L))
+    _check("batch_cost", batch_cost, np.float64, (k1 - k0,))
+    if N and (order.min() < 0 or order.max() >= N):
+        raise ValueError("order must index rows of X")
+    cdef Net* c = &ws.net
+    cdef void* p = _data(params)
+    cdef void* v = _data(velocity)
+    cdef void* x = _data(X)
+    cdef void* y = _data(Y)
+    cdef const int64_t* od = <const int64_t*> _data(order)
+    cdef double* rb = <double*> _data(rec_batch) if record == RECORD_BATCH else NULL
+    cdef double* re = <double*> _data(rec_epoch) if (record == RECORD_EPOCH and k1 == n_batches) else NULL
+    cdef double* bc = <double*> _data(batch_cost)
+    cdef int kind = int(hyper.momentum_kind)
+    cdef bint nesterov = bool(hyper.nesterov) and kind != MOMENTUM_NONE
+    cdef double eta = float(hyper.eta), lmbda_n = float(hyper.lmbda_n), mu = float(hyper.mu)
+    cdef double mu_max = float(hyper.mu_max), period = float(hyper.period)
+    cdef bint skip = bool(hyper.skip_nonfinite)
+    cdef int64_t t = int(hyper.t)
+    cdef int n_skipped = 0, fl = -1, fp = -1
+    cdef Py_ssize_t fault = -1, n = N
+    cdef double mu0 = momentum_at(kind, mu, mu_max, period, t)
+    if dt == np.float64:
+        with nogil:
+            if k0 == 0:
+                epoch_begin[double](c, <double*> p, <double*> v, nesterov, mu0, record)
+            call_begin[double](c, <double*> p, <double*> v, nesterov, mu0)
+            fault = train_batches[double](c, <double*> p, <double*> v, <double*> x, <double*> y,
+                                          od, n, bs, k0, k1, kind, nesterov, eta, lmbda_n,
+                                          mu, mu_max, period, record, skip, &t, rb, bc,
+                                          &n_skipped, &fl, &fp)
+    else:
+        with nogil:
+            if k0 == 0:
+                epoch_begin[float](c, <float*> p, <float*> v, nesterov, mu0, record)
+            call_begin[float](c, <float*> p, <float*> v, nesterov, mu0)
+            fault = train_batches[float](c, <float*> p, <float*> v, <float*> x, <float*> y,
+                                         od, n, bs, k0, k1, kind, nesterov, eta, lmbda_n,
+                                         mu, mu_max, period, record, skip, &t, rb, bc,
+                                         &n_skipped, &fl, &fp)
+    if record == RECORD_EPOCH and fault < 0 and k1 == n_batches:
+        if dt == np.float64:
+            epoch_end[double](c, <double*> p, c.epoch_m, re)
+        else:
+            epoch_end[float](c, <float*> p, c.epoch_m, re)
+        rec_epoch[S_NONFINITE, :] = c.epoch_skipped
+    return int(t), n_skipped, int(fault), int(fl), int(fp)
