@@ -27,8 +27,8 @@ from fastbp._backends import numpy_backend
 
 SMOKE = os.environ.get("FASTBP_BENCH_SIZE", "full") == "smoke"
 
-try:
-    from fastbp import _kernels as cython_backend
+try:  # the best kernel variant for this CPU, as fastbp itself selects it
+    from fastbp._backends import cython_backend
 except ImportError as exc:  # pragma: no cover - reported as a skip
     cython_backend = None
     CYTHON_MISSING = str(exc)
@@ -165,6 +165,8 @@ def test_workload_a_epoch(benchmark, single_thread_blas, impl, dtype):
     layout, X, Y, params, order = problem(dtype)
     benchmark.group = f"A {np.dtype(dtype).name}: [784,30,30,30,30,10] batch 10, {N} examples"
     benchmark.extra_info["examples"] = N
+    if impl.startswith("cython"):
+        benchmark.extra_info["kernels"] = cython_backend.VARIANT
     if impl == "numpy-loop":
         reset, run, work, speeds = numpy_loop(layout, X, Y, params, order)
     else:

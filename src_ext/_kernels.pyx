@@ -62,6 +62,20 @@ import numpy as np
 
 from fastbp import _contract as _C
 
+cdef extern from *:
+    """
+    #if defined(__GNUC__) || defined(__clang__)
+    #define FASTBP_PREFETCH(p) __builtin_prefetch((const void*) (p), 0, 0)
+    #else
+    #define FASTBP_PREFETCH(p) ((void) (p))
+    #endif
+    """
+    void FASTBP_PREFETCH(const void* p) noexcept nogil
+
+cdef extern from "vmath.h" nogil:
+    void fastbp_vexp(double* x, Py_ssize_t n) noexcept
+    void fastbp_vexpf(float* x, Py_ssize_t n) noexcept
+
 # --------------------------------------------------------------------------
 # Codes (checked against fastbp._contract at import time, below).
 # --------------------------------------------------------------------------
@@ -452,6 +466,24 @@ cdef void* _ptr(arr) except NULL:
     return <void*> &mv[0]
 
 
+def _vexp(x):
+    """exp of a float32/float64 array by vmath.c's vectorised exp (a twin for tests)."""
+    out = np.array(x, copy=True, order="C")
+    cdef double[::1] d
+    cdef float[::1] f
+    if out.dtype == np.float64:
+        d = out.reshape(-1)
+        with nogil:
+            fastbp_vexp(&d[0], d.shape[0])
+    elif out.dtype == np.float32:
+        f = out.reshape(-1)
+        with nogil:
+            fastbp_vexpf(&f[0], f.shape[0])
+    else:
+        raise TypeError(f"x must be float32 or float64, got {out.dtype}")
+    return out
+
+
 def make_workspace(layout, m_max):
     """Allocate the buffers for ``layout`` and up to ``m_max`` rows at once."""
     return Workspace(layout, int(m_max))
@@ -483,6 +515,31 @@ cdef inline int act_row(int code, floating* Zr, floating* Sr, const floating* b,
     return bad
 
 
+cdef inline int sigmoid_row(floating* Zr, floating* Sr, const floating* b,
+                            Py_ssize_t n) noexcept nogil:
+    """Sigmoid over one row, with the vectorised exp of vmath.c (Sr is scratch)."""
+    cdef Py_ssize_t j
+    cdef floating z, e, a
+    cdef int bad = 0
+    cdef double top = dtype_max(<floating> 0)
+    for j in range(n):
+        z = Zr[j] + b[j]
+        bad |= not (fabs(z) <= top)
+        Zr[j] = z
+        Sr[j] = -fabs(z)
+    if floating is double:
+        fastbp_vexp(Sr, n)
+    else:
+        fastbp_vexpf(Sr, n)
+    for j in range(n):
+        z = Zr[j]
+        e = Sr[j]  # exp(-|z|): never overflows
+        a = 1 / (1 + e) if z >= 0 else e / (1 + e)
+        Zr[j] = a
+        Sr[j] = a * (1 - a)
+    return bad
+
+
 cdef int hidden_forward(Net* c, int l, floating* Z, const floating* b, Py_ssize_t m,
                         bint stats) noexcept nogil:
     """Z (m, n) holds W a_prev; make it a = f(Z + b) in place, slopes into S.
@@ -511,7 +568,7 @@ cdef int hidden_forward(Net* c, int l, floating* Z, const floating* b, Py_ssize_
         Sr = S + i * n
         # one specialised, branch-free loop per activation
         if code == SIGMOID:
-            bad |= act_row(SIGMOID, Zr, Sr, b, n, alpha)
+            bad |= sigmoid_row(Zr, Sr, b, n)
         elif code == TANH:
             bad |= act_row(TANH, Zr, Sr, b, n, alpha)
         elif code == RELU:
@@ -975,7 +1032,7 @@ cdef int train_batches(Net* c, floating* P, floating* V, const floating* X, cons
                        int* fault_layer, int* fault_phase) noexcept nogil:
     """Mini-batches k0..k1-1 of an epoch; returns the faulty batch index or -1."""
     cdef int L = c.L, l, phase, fl = 0
-    cdef Py_ssize_t n0 = c.sizes[0], nL = c.sizes[L], k, i, m, r, start, stop
+    cdef Py_ssize_t n0 = c.sizes[0], nL = c.sizes[L], k, i, j, m, r, start, stop
     cdef floating* Xb = <floating*> c.Xb
     cdef floating* Yb = <floating*> c.Yb
     cdef floating* G = <floating*> c.G
@@ -1003,6 +1060,13 @@ cdef int train_batches(Net* c, floating* P, floating* V, const floating* X, cons
             nrmX = copy_ssq(Xb + r * n0, X + i * n0, n0, nrmX)
             memcpy(Yb + r * nL, Y + i * nL, nL * sizeof(floating))
         nrmX = sqrt(nrmX)
+        # the next mini-batch's rows are scattered over X: ask for them now, so
+        # that their cache misses overlap this mini-batch's arithmetic
+        if k + 1 < k1:
+            for r in range(stop, min(stop + bs, n)):
+                i = order[r]
+                for j in range(0, n0 * <Py_ssize_t> sizeof(floating), 64):
+                    FASTBP_PREFETCH(<const char*> (X + i * n0) + j)
         reset_batch_acc(c)
         mu = momentum_at(kind, mu_c, mu_max, period, t)
         mu_next = momentum_at(kind, mu_c, mu_max, period, t + 1)

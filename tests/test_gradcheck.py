@@ -3,9 +3,10 @@
 For every hidden activation x valid (output, cost) pair x initialiser, on small random
 networks, the analytic gradient of the mean data cost equals 4th-order central
 differences of ``net.cost`` (scikit-learn's ``test_mlp.py::test_gradient`` with the
-stencil of its loss tests).  Inputs are kept away from the relu kinks: only examples
-whose relu/leaky_relu units all have ``|z| > 0.05`` are used, far more than the
-largest change of ``z`` caused by a perturbation of ``2h = 2e-4``.
+stencil of its loss tests).  Inputs are kept away from the kinks at z = 0 (relu and
+leaky_relu, whose f' jumps, and softsign, whose f'' jumps): only examples whose such
+units all have ``|z| > 0.05`` are used, far more than the largest change of ``z``
+caused by a perturbation of ``2h = 2e-4``.
 """
 
 from __future__ import annotations

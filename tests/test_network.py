@@ -157,3 +157,14 @@ def test_per_layer_activations_and_alpha(backend, rng, activation):
     trace = ref.evaluate(X, Y)
     for got, exp in zip(g.weights, trace.nabla_w, strict=True):
         np.testing.assert_allclose(got, exp, rtol=1e-10, atol=1e-14)
+
+
+def test_package_metadata():
+    import importlib.metadata
+    import pathlib
+
+    assert fastbp.__version__ == importlib.metadata.version("fastbp")
+    assert (pathlib.Path(fastbp.__file__).parent / "py.typed").exists()
+    assert set(fastbp.STAT_NAMES) == {
+        "speed", "grad_norm", "gain", "weight_norm", "update_ratio", "act_mean", "act_std",
+        "sat_low", "sat_high", "slope_mean", "nonfinite"}

@@ -201,3 +201,36 @@ def test_nonfinite_error_pickles():
     back = pickle.loads(pickle.dumps(err))
     assert (back.epoch, back.batch, back.layer, back.phase) == (1, 2, 3, "backward")
     assert isinstance(back, FloatingPointError)
+
+
+def _probe_fault_case():
+    """Training data is harmless; the probe inputs (1e300, finite and valid) overflow z of
+    layer 1: z0 = 10 * 1e300 = 1e301 (finite), z1 = 1e10 * 1e301 = inf."""
+    W = [10.0 * np.eye(2), 1e10 * np.eye(2)]
+    b = [np.zeros(2), np.zeros(2)]
+    net = fastbp.Network([2, 2, 2], activation="linear", output="linear", cost="quadratic",
+                         init=(W, b))
+    X = np.ones((4, 2))
+    y = np.zeros((4, 2))
+    return net, X, y, np.full((3, 2), 1e300), np.zeros((3, 2))
+
+
+def test_probe_fault_raises(backend):
+    net, X, y, Xp, yp = _probe_fault_case()
+    before = net.params.copy()
+    with pytest.raises(fastbp.NonFiniteError) as info:
+        net.fit(X, y, epochs=2, batch_size=2, eta=1e-30, probe=(Xp, yp), seed=0)
+    err = info.value
+    assert (err.epoch, err.batch, err.layer, err.phase) == (0, None, 1, "forward")
+    np.testing.assert_array_equal(net.params, before)  # the probe runs before epoch 0
+    assert err.history is not None and len(err.history.epoch) == 0
+
+
+def test_probe_fault_skipped(backend):
+    net, X, y, Xp, yp = _probe_fault_case()
+    h = net.fit(X, y, epochs=2, batch_size=2, eta=1e-30, probe=(Xp, yp), on_nonfinite="skip",
+                seed=0)
+    assert len(h.probe) == 3
+    np.testing.assert_array_equal(h.probe["nonfinite"], 1.0)
+    assert np.all(np.isnan(h.probe["speed"]))
+    assert net.n_updates == 4  # training itself went on

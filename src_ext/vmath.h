@@ -1,0 +1,7 @@
+/* Vectorisable elementary functions of fastbp's kernels (see vmath.c). */
+#ifndef FASTBP_VMATH_H
+#define FASTBP_VMATH_H
+#include <stddef.h>
+void fastbp_vexp(double *x, ptrdiff_t n);
+void fastbp_vexpf(float *x, ptrdiff_t n);
+#endif
