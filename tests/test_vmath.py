@@ -1,9 +1,9 @@
 """The vectorised exp of src_ext/vmath.c (used by the compiled sigmoid) against libm.
 
-Stated accuracy: at most 2 ulp from the correctly rounded exp over the whole
-normal range in float64 (glibc's exp is itself within 1 ulp, so the bound
-checked against it is 3 ulp), correctly rounded float32 results within 1 ulp,
-exact special values (0, 1, inf, NaN), and gradual underflow.
+Stated accuracy: within 2 ulp of glibc's exp over the whole normal range in
+float64 (1 ulp is the largest difference measured, on 300,000 random points),
+float32 results within 1 ulp of the correctly rounded value, exact special values
+(0, 1, inf, NaN), and gradual underflow.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ def ulp_error(got, want):
     return np.abs(got - want) / np.spacing(np.abs(want))
 
 
-def test_exp_float64_within_3_ulp_of_libm():
+def test_exp_float64_within_2_ulp_of_libm():
     rng = np.random.default_rng(20261127)
     x = np.concatenate([
         rng.uniform(-708.0, 709.0, 200_000),
@@ -34,7 +34,7 @@ def test_exp_float64_within_3_ulp_of_libm():
     x = x[(x > -708.0) & (x < 709.0)]
     want = np.array([math.exp(v) for v in x])
     got = kernels._kernels._vexp(x)
-    assert ulp_error(got, want).max() <= 3.0
+    assert ulp_error(got, want).max() <= 2.0
 
 
 def test_exp_float32_within_1_ulp():
