@@ -83,8 +83,20 @@ def contract_epoch(backend, layout, X, Y, params, order, record):
 
     def run():
         return backend.train_epoch(
-            layout, ws, work, velocity, X, Y, order, BATCH, 0, n_batches, hyper,
-            rec_batch, rec_epoch, batch_cost,
+            layout,
+            ws,
+            work,
+            velocity,
+            X,
+            Y,
+            order,
+            BATCH,
+            0,
+            n_batches,
+            hyper,
+            rec_batch,
+            rec_epoch,
+            batch_cost,
         )
 
     return reset, run, work, rec_batch
@@ -138,7 +150,9 @@ def reference(dtype):
     key = np.dtype(dtype).name
     if key not in REFERENCE:
         layout, X, Y, params, order = problem(dtype)
-        reset, run, work, rec = contract_epoch(numpy_backend, layout, X, Y, params, order, C.RECORD_BATCH)
+        reset, run, work, rec = contract_epoch(
+            numpy_backend, layout, X, Y, params, order, C.RECORD_BATCH
+        )
         reset()
         run()
         REFERENCE[key] = (work.copy(), rec.copy())
@@ -161,7 +175,9 @@ def test_workload_a_epoch(benchmark, single_thread_blas, impl, dtype):
     if impl.startswith("cython") and cython_backend is None:
         pytest.skip(f"compiled backend not built: {CYTHON_MISSING}")
     if impl == "numpy-backend" and dtype == np.float32 and not SMOKE:
-        pytest.skip("the reference backend is timed in float64 only (its speed does not depend on dtype)")
+        pytest.skip(
+            "the reference backend is timed in float64 only (its speed does not depend on dtype)"
+        )
     layout, X, Y, params, order = problem(dtype)
     benchmark.group = f"A {np.dtype(dtype).name}: [784,30,30,30,30,10] batch 10, {N} examples"
     benchmark.extra_info["examples"] = N

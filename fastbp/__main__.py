@@ -44,8 +44,15 @@ def main(argv: list[str] | None = None) -> int:
 
     start = time.perf_counter()
     history = net.fit(
-        X_train, y_train, epochs=args.epochs, batch_size=10, eta=0.1, lmbda=5.0,
-        validation=(X_val, y_val), probe=(X_train[:1000], y_train[:1000]), seed=args.seed,
+        X_train,
+        y_train,
+        epochs=args.epochs,
+        batch_size=10,
+        eta=0.1,
+        lmbda=5.0,
+        validation=(X_val, y_val),
+        probe=(X_train[:1000], y_train[:1000]),
+        seed=args.seed,
     )
     elapsed = time.perf_counter() - start
 
@@ -59,8 +66,10 @@ def main(argv: list[str] | None = None) -> int:
             acc = f"{history.validation['accuracy'][epoch - 1]:.2%}"
         cells = "  ".join(f"{v:11.3e}" for v in row)
         print(f"{epoch:5d}  {cells}  {row[-1] / row[0]:10.1f}  {acc:>13}")
-    print(f"\n{args.epochs} epochs in {elapsed:.2f} s; the first hidden layer learns "
-          f"{speeds[0, -1] / speeds[0, 0]:.0f}x slower than the last at initialisation.")
+    print(
+        f"\n{args.epochs} epochs in {elapsed:.2f} s; the first hidden layer learns "
+        f"{speeds[0, -1] / speeds[0, 0]:.0f}x slower than the last at initialisation."
+    )
     return 0
 
 

@@ -47,7 +47,8 @@ Backend functions (module-level, same names in every backend)
     (``fault_layer = -1`` when all values are finite).
 
 ``train_epoch(layout, ws, params, velocity, X, Y, order, batch_size, batch_start,
-batch_stop, hyper, rec_batch, rec_epoch, batch_cost) -> (t, n_skipped, fault_batch, fault_layer, fault_phase)``
+batch_stop, hyper, rec_batch, rec_epoch, batch_cost)``
+``-> (t, n_skipped, fault_batch, fault_layer, fault_phase)``
     Run mini-batches ``batch_start .. batch_stop-1`` of one epoch.  Mini-batch ``k``
     is the rows ``X[order[k*batch_size : (k+1)*batch_size]]`` (the last one may be
     shorter); ``order`` is an int64 permutation of ``range(N)``.  For each
@@ -69,7 +70,8 @@ batch_stop, hyper, rec_batch, rec_epoch, batch_cost) -> (t, n_skipped, fault_bat
       call stops *before* writing any parameter of the faulty mini-batch and
       returns its index in ``fault_batch`` (``-1`` if none), the layer and the
       ``PHASE_*`` code; rows of ``rec_batch``/``batch_cost`` from that mini-batch on
-      are unspecified.  With ``skip_nonfinite`` true the mini-batch is dropped
+      are unspecified.  ``fault_batch`` is the index of the mini-batch within the
+      epoch (not relative to ``batch_start``); ``n_skipped`` counts this call only.  With ``skip_nonfinite`` true the mini-batch is dropped
       (parameters, velocity and t untouched), its ``rec_batch`` row is NaN except
       ``nonfinite = 1``, and it is counted in ``n_skipped``.
     * Nesterov: the gradient is taken at ``theta + mu_t * v``; ``params`` always
@@ -107,7 +109,11 @@ OUTPUT_ACTIVATIONS = ("sigmoid", "softmax", "linear")
 
 # Cost codes.
 CROSS_ENTROPY, QUADRATIC, LOG_LIKELIHOOD = range(3)
-COST_CODES = {"cross_entropy": CROSS_ENTROPY, "quadratic": QUADRATIC, "log_likelihood": LOG_LIKELIHOOD}
+COST_CODES = {
+    "cross_entropy": CROSS_ENTROPY,
+    "quadratic": QUADRATIC,
+    "log_likelihood": LOG_LIKELIHOOD,
+}
 
 # The valid (output, cost) pairs of SPEC section 1.
 VALID_PAIRS = (
@@ -223,7 +229,15 @@ class Layout:
         )
 
     def __hash__(self):
-        return hash((tuple(self.sizes.tolist()), tuple(self.acts.tolist()), self.cost, self.dtype.str, self.alpha))
+        return hash(
+            (
+                tuple(self.sizes.tolist()),
+                tuple(self.acts.tolist()),
+                self.cost,
+                self.dtype.str,
+                self.alpha,
+            )
+        )
 
 
 @dataclass

@@ -13,7 +13,9 @@ import math
 import numpy as np
 import pytest
 
-kernels = pytest.importorskip("fastbp._backends.cython_backend", reason="compiled backend not built")
+kernels = pytest.importorskip(
+    "fastbp._backends.cython_backend", reason="compiled backend not built"
+)
 
 
 def ulp_error(got, want):
@@ -24,13 +26,15 @@ def ulp_error(got, want):
 
 def test_exp_float64_within_2_ulp_of_libm():
     rng = np.random.default_rng(20261127)
-    x = np.concatenate([
-        rng.uniform(-708.0, 709.0, 200_000),
-        rng.uniform(-1.0, 1.0, 100_000),
-        rng.uniform(-1e-6, 1e-6, 10_000),
-        np.arange(-708, 709, 0.5),          # multiples of ln2 / 2 ... and their neighbours
-        np.arange(-1000, 1001) * math.log(2) / 2,
-    ])
+    x = np.concatenate(
+        [
+            rng.uniform(-708.0, 709.0, 200_000),
+            rng.uniform(-1.0, 1.0, 100_000),
+            rng.uniform(-1e-6, 1e-6, 10_000),
+            np.arange(-708, 709, 0.5),  # multiples of ln2 / 2 ... and their neighbours
+            np.arange(-1000, 1001) * math.log(2) / 2,
+        ]
+    )
     x = x[(x > -708.0) & (x < 709.0)]
     want = np.array([math.exp(v) for v in x])
     got = kernels._kernels._vexp(x)

@@ -23,7 +23,10 @@ from . import PUBLIC_API
 
 #: variant name -> (module, CPU features it needs, as named by NumPy's CPU dispatcher)
 VARIANTS = {
-    "avx512": ("fastbp._kernels_avx512", ("AVX512F", "AVX512CD", "AVX512BW", "AVX512DQ", "AVX512VL")),
+    "avx512": (
+        "fastbp._kernels_avx512",
+        ("AVX512F", "AVX512CD", "AVX512BW", "AVX512DQ", "AVX512VL"),
+    ),
     "avx2": ("fastbp._kernels_avx2", ("AVX2", "FMA3", "F16C")),
     "baseline": ("fastbp._kernels", ()),
 }
@@ -66,7 +69,9 @@ for _name in PUBLIC_API:
     try:
         globals()[_name] = getattr(_kernels, _name)
     except AttributeError:
-        raise ImportError(f"{_kernels.__name__} does not provide {_name!r} (a stale build?)") from None
+        raise ImportError(
+            f"{_kernels.__name__} does not provide {_name!r} (a stale build?)"
+        ) from None
 del _name
 
 __all__ = [*PUBLIC_API, "VARIANT", "DETAIL"]
