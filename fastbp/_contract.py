@@ -71,7 +71,8 @@ batch_stop, hyper, rec_batch, rec_epoch, batch_cost)``
       returns its index in ``fault_batch`` (``-1`` if none), the layer and the
       ``PHASE_*`` code; rows of ``rec_batch``/``batch_cost`` from that mini-batch on
       are unspecified.  ``fault_batch`` is the index of the mini-batch within the
-      epoch (not relative to ``batch_start``); ``n_skipped`` counts this call only.  With ``skip_nonfinite`` true the mini-batch is dropped
+      epoch (not relative to ``batch_start``); ``n_skipped`` counts this call only.
+      With ``skip_nonfinite`` true the mini-batch is dropped
       (parameters, velocity and t untouched), its ``rec_batch`` row is NaN except
       ``nonfinite = 1``, and it is counted in ``n_skipped``.
     * Nesterov: the gradient is taken at ``theta + mu_t * v``; ``params`` always
