@@ -157,7 +157,8 @@ cdef enum:
     E_NRMP = 8      # ||theta_l|| (W and b), a bound on max |theta| for the overflow check
     E_NRMV = 9      # ||v_l||
     E_NRMF = 10     # ||phi_l|| (Nesterov look-ahead point)
-    N_E = 11
+    E_NRMW = 11     # ||W_l||_F (weights only): the next update's ||W_old||
+    N_E = 12
 
 # BLAS transpose flags as chars
 cdef enum:
@@ -891,11 +892,12 @@ cdef inline void update_loop(int kind, bint nesterov, bint stats, floating* W, f
     """One update loop over n parameters, specialised (after inlining) by its flags.
 
     Sums of squares, pre-scaled by powers of two chosen from bounds, are added to
-    q[0..5] = (g, W_new, W_old, W_new - W_old, v, phi).
+    q[0, 1, 3, 4, 5] = (g, W_new, -, W_new - W_old, v, phi); ||W_old|| is the
+    previous update's ||W_new||, kept in E_NRMW.
     """
     cdef Py_ssize_t i
     cdef floating g, w, w_new, v, ph
-    cdef double t, qg = 0, qw = 0, qo = 0, qd = 0, qv = 0, qf = 0
+    cdef double t, qg = 0, qw = 0, qd = 0, qv = 0, qf = 0
     for i in range(n):
         g = GW[i]
         w = W[i]
@@ -921,13 +923,10 @@ cdef inline void update_loop(int kind, bint nesterov, bint stats, floating* W, f
         if stats:
             t = g * sg
             qg += t * t
-            t = w * sw
-            qo += t * t
             t = (w_new - w) * sd
             qd += t * t
     q[0] += qg
     q[1] += qw
-    q[2] += qo
     q[3] += qd
     q[4] += qv
     q[5] += qf
@@ -992,14 +991,15 @@ cdef void update_layer(Net* c, int l, floating* P, floating* V, Py_ssize_t m,
     if record == RECORD_EPOCH:
         for i in range(n_w):
             acc_e[i] += dm * GW[i]
-    c.eacc[E_NRMP * L + l] = sqrt(qw[1] + qb[1]) / sw
-    c.eacc[E_NRMV * L + l] = sqrt(qw[4] + qb[4]) / sd
-    c.eacc[E_NRMF * L + l] = sqrt(qw[5] + qb[5]) / sw
     if stats:
         c.bacc[B_GNORM * L + l] = sqrt(qw[0]) / sg
         c.bacc[B_WNORM * L + l] = sqrt(qw[1]) / sw
-        c.bacc[B_WOLD * L + l] = sqrt(qw[2]) / sw
+        c.bacc[B_WOLD * L + l] = c.eacc[E_NRMW * L + l]
         c.bacc[B_DNORM * L + l] = sqrt(qw[3]) / sd
+    c.eacc[E_NRMP * L + l] = sqrt(qw[1] + qb[1]) / sw
+    c.eacc[E_NRMW * L + l] = sqrt(qw[1]) / sw
+    c.eacc[E_NRMV * L + l] = sqrt(qw[4] + qb[4]) / sd
+    c.eacc[E_NRMF * L + l] = sqrt(qw[5] + qb[5]) / sw
 
 
 cdef void norm_layers(Net* c, const floating* P, int field) noexcept nogil:
@@ -1067,6 +1067,7 @@ cdef int train_batches(Net* c, floating* P, floating* V, const floating* X, cons
                 i = order[r]
                 for j in range(0, n0 * <Py_ssize_t> sizeof(floating), 64):
                     FASTBP_PREFETCH(<const char*> (X + i * n0) + j)
+                FASTBP_PREFETCH(Y + i * nL)
         reset_batch_acc(c)
         mu = momentum_at(kind, mu_c, mu_max, period, t)
         mu_next = momentum_at(kind, mu_c, mu_max, period, t + 1)
@@ -1172,8 +1173,11 @@ cdef void call_begin(Net* c, const floating* P, const floating* V, bint nesterov
     cdef Py_ssize_t i
     cdef floating* F = <floating*> c.PHI
     cdef floating f_mu = <floating> mu
+    cdef int l
     norm_layers(c, P, E_NRMP)
     norm_layers(c, V, E_NRMV)
+    for l in range(c.L):
+        c.eacc[E_NRMW * c.L + l] = norm_dtype(P + c.w_off[l], c.sizes[l + 1] * c.sizes[l])
     if nesterov:
         for i in range(c.n_params):
             F[i] = P[i] + f_mu * V[i]
