@@ -63,6 +63,106 @@ static inline double exp_one(double v)
     return p * pow2i(kh) * pow2i(ki - kh);
 }
 
+/* float32: the same method in float arithmetic (16 lanes per AVX-512 register):
+ * degree-7 polynomials, truncation error < 6e-9 relative, below float's 6e-8. */
+static inline float pow2if(int32_t k)
+{
+    uint32_t bits = (uint32_t)(k + 127) << 23;
+    float f;
+    memcpy(&f, &bits, sizeof f);
+    return f;
+}
+
+static inline float expm1_or_exp_f(float v, int minus_one)
+{
+    const float shifter = 12582912.0f;                    /* 1.5 * 2^23 */
+    const float log2e = 1.44269502f;
+    const float ln2hi = 0.693145751953125f;               /* 16 significant bits */
+    const float ln2lo = 1.42860676533018704e-06f;
+    float c = v < -104.0f ? -104.0f : (v > 89.0f ? 89.0f : v);
+    float t = c * log2e + shifter;
+    float kd = t - shifter;
+    int32_t ki, kh;
+    float r, p, s;
+    memcpy(&ki, &t, sizeof ki);
+    ki -= 0x4B400000;
+    r = (c - kd * ln2hi) - kd * ln2lo;
+    p = 1.0f / 5040.0f;
+    p = p * r + 1.0f / 720.0f;
+    p = p * r + 1.0f / 120.0f;
+    p = p * r + 1.0f / 24.0f;
+    p = p * r + 1.0f / 6.0f;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r;                                            /* expm1(r) */
+    kh = ki >> 1;
+    if (!minus_one)                                       /* 2^k (expm1(r) + 1) */
+        return (p + 1.0f) * pow2if(kh) * pow2if(ki - kh);
+    s = pow2if(kh) * pow2if(ki - kh);
+    p = ki == 0 ? p : s * p + (s - 1.0f);
+    return c > 88.0f ? s : p;                             /* +inf beyond the range */
+}
+
+/* expm1 by the same reduction: expm1(x) = 2^k expm1(r) + (2^k - 1), with expm1(r)
+ * from the Taylor polynomial without its constant term, so that it keeps full
+ * relative accuracy for tiny x (k = 0). */
+static inline double expm1_one(double v)
+{
+    const double shifter = 6755399441055744.0;
+    const double log2e = 1.4426950408889634;
+    const double ln2hi = 6.93147180369123816490e-01;
+    const double ln2lo = 1.90821492927058770002e-10;
+    double c = v < -1100.0 ? -1100.0 : (v > 710.0 ? 710.0 : v);
+    double t = c * log2e + shifter;
+    double kd = t - shifter;
+    int64_t ki, kh;
+    double r, p, s;
+    memcpy(&ki, &t, sizeof ki);
+    ki -= 0x4338000000000000LL;
+    r = (c - kd * ln2hi) - kd * ln2lo;
+    p = 1.0 / 6227020800.0;
+    p = p * r + 1.0 / 479001600.0;
+    p = p * r + 1.0 / 39916800.0;
+    p = p * r + 1.0 / 3628800.0;
+    p = p * r + 1.0 / 362880.0;
+    p = p * r + 1.0 / 40320.0;
+    p = p * r + 1.0 / 5040.0;
+    p = p * r + 1.0 / 720.0;
+    p = p * r + 1.0 / 120.0;
+    p = p * r + 1.0 / 24.0;
+    p = p * r + 1.0 / 6.0;
+    p = p * r + 0.5;
+    p = p * r + 1.0;
+    p = p * r;                                            /* expm1(r) */
+    kh = ki >> 1;
+    s = pow2i(kh) * pow2i(ki - kh);
+    return ki == 0 ? p : s * p + (s - 1.0);
+}
+
+/* x[i] = tanh(x[i]) for i < n: tanh|x| = -e / (2 + e) with e = expm1(-2|x|). */
+static inline double tanh_one(double v)
+{
+    double e = expm1_one(-2.0 * (v < 0 ? -v : v));
+    double a = -e / (2.0 + e);
+    return v < 0 ? -a : a;
+}
+
+FASTBP_HIDDEN void fastbp_vtanh(double *x, ptrdiff_t n)
+{
+    for (ptrdiff_t i = 0; i < n; i++)
+        x[i] = tanh_one(x[i]);
+}
+
+FASTBP_HIDDEN void fastbp_vtanhf(float *x, ptrdiff_t n)
+{
+    for (ptrdiff_t i = 0; i < n; i++) {
+        float v = x[i];
+        float e = expm1_or_exp_f(-2.0f * (v < 0 ? -v : v), 1);
+        float a = -e / (2.0f + e);
+        x[i] = v < 0 ? -a : a;
+    }
+}
+
 /* x[i] = exp(x[i]) for i < n. */
 FASTBP_HIDDEN void fastbp_vexp(double *x, ptrdiff_t n)
 {
@@ -70,9 +170,9 @@ FASTBP_HIDDEN void fastbp_vexp(double *x, ptrdiff_t n)
         x[i] = exp_one(x[i]);
 }
 
-/* x[i] = exp(x[i]) for i < n, float32 storage (computed in double, rounded once). */
+/* x[i] = exp(x[i]) for i < n, in float32 arithmetic. */
 FASTBP_HIDDEN void fastbp_vexpf(float *x, ptrdiff_t n)
 {
     for (ptrdiff_t i = 0; i < n; i++)
-        x[i] = (float)exp_one((double)x[i]);
+        x[i] = expm1_or_exp_f(x[i], 0);
 }

@@ -4,4 +4,6 @@
 #include <stddef.h>
 void fastbp_vexp(double *x, ptrdiff_t n);
 void fastbp_vexpf(float *x, ptrdiff_t n);
+void fastbp_vtanh(double *x, ptrdiff_t n);
+void fastbp_vtanhf(float *x, ptrdiff_t n);
 #endif
