@@ -217,8 +217,10 @@ cdef inline floating f_act(int code, floating z, floating alpha) noexcept nogil:
 
 cdef inline floating f_slope(int code, floating z, floating a, floating alpha) noexcept nogil:
     """f'(z), computed from a where the activation allows it."""
+    cdef floating e
     if code == SIGMOID:
-        return a * (1 - a)
+        e = <floating> exp(-fabs(z))
+        return e / ((1 + e) * (1 + e))
     elif code == TANH:
         return 1 - a * a
     elif code == RELU:
@@ -557,7 +559,9 @@ cdef inline int sigmoid_row(floating* Zr, floating* Sr, const floating* b,
         e = Sr[j]  # exp(-|z|): never overflows
         a = 1 / (1 + e) if z >= 0 else e / (1 + e)
         Zr[j] = a
-        Sr[j] = a * (1 - a)
+        # sigma'(z) = a (1 - a) = e / (1 + e)^2: the latter keeps its digits when the
+        # unit saturates (1 - a cancels in float32 from z ~ 10 on)
+        Sr[j] = e / ((1 + e) * (1 + e))
     return bad
 
 
@@ -707,7 +711,7 @@ cdef int output_forward(Net* c, floating* A, const floating* b, Py_ssize_t m,
                 if stats:
                     suma += a
                     if code == SIGMOID:
-                        s = a * (1 - a)
+                        s = f_slope(SIGMOID, z, a, <floating> 0)
                         sums += s
                         low += (s < thr) & (a < mid)
                         high += (s < thr) & (a > mid)
@@ -788,7 +792,7 @@ cdef double output_delta(Net* c, const floating* Y, Py_ssize_t m, bint stats,
                 total += 0.5 * (<double> a - y) * (<double> a - y)
                 d = a - y
                 if code == SIGMOID:
-                    d = d * (a * (1 - a))
+                    d = d * f_slope(SIGMOID, Z[i * n + j], a, <floating> 0)
             D[i * n + j] = d
             nonfinite |= not (fabs(d) <= top)
             ssq += d * <double> d

@@ -240,14 +240,17 @@ def _activate(code, z, a, alpha):
 
 
 def _slope(code, z, a, slope, alpha):
-    """``slope = f'(z)`` into ``slope``, computed from the activation ``a``.
+    """``slope = f'(z)`` into ``slope``, computed from the activation ``a`` where exact.
 
-    sigmoid ``a*(1-a)``; tanh ``1-a*a``; relu ``1 if a > 0 else 0`` (f'(0) = 0);
+    sigmoid ``e/(1+e)**2`` with ``e = exp(-|z|)`` (equal to ``a*(1-a)``, but without
+    the cancellation in ``1-a`` that loses float32 digits for saturated units); tanh
+    ``1-a*a``; relu ``1 if a > 0 else 0`` (f'(0) = 0);
     leaky_relu ``1 if z > 0 else alpha``; softsign ``(1-|a|)**2``; linear 1.
     (Softmax has no element-wise slope and is never passed here.)
     """
     if code == SIGMOID:
-        np.multiply(a, 1 - a, out=slope)
+        e = np.exp(-np.abs(z))
+        np.divide(e, (1 + e) * (1 + e), out=slope)
     elif code == TANH:
         np.subtract(1, a * a, out=slope)
     elif code == RELU:
