@@ -28,22 +28,32 @@ as its column-major transpose:
 * gradient     ``G (n_out, n_in) = D.T @ A / m``  ->  ``gemm('N','T')``
 
 Statistics are accumulated in double inside the loops that already touch the
-data: the activation loop (sum of a, slopes, saturation counts, max |a|), the
-delta loop (column sums for g_b, sum of squares of the deltas, M2 of the
-activations using the mean known from the forward loop: a two-pass variance
-whose second pass is the backward loop), and the update loop (||g_W||,
-||W_new||, ||W_new - W_old||, max |W| for the overflow bound).  Norms are
-scaled by powers of two so that they neither underflow nor overflow; the
-update-loop norms use a scale known before the loop (a bound on the values),
-the others fall back to a rescaled pass over in-cache data only when the
-values leave [2^-450, 2^450].
+data: the activation loop (sum of a, slopes, saturation counts, and ||A|| for
+unbounded activations), the delta loop (column sums for g_b, sum of squares of
+the deltas, M2 of the activations using the mean known from the forward loop:
+a two-pass variance whose second pass is the backward loop), and the update
+loop (||g_W||, ||W_new||, ||W_new - W_old||, ||v||).  Rows are processed in
+groups of about 2048 values so that a group's statistics loops read it again
+while it is in L1.  Norms are scaled by powers of two so that they neither
+underflow nor overflow: the update-loop norms use a scale known before the loop
+(a bound on the values); the delta norms fall back to a rescaled pass over the
+in-cache block only when the plain sum of squares leaves [2^-900, 2^900].
+
+Transcendentals: sigmoid and tanh call the vectorisable exp/expm1 of vmath.c
+(compiled without reassociation, accuracy tested in tests/test_vmath.py); the
+sigmoid slope is e/(1+e)^2 with e = exp(-|z|), exact where a(1-a) cancels.
 
 Non-finite values (SPEC section 5) are detected with
 ``bad |= not (fabs(z) <= FLOAT_MAX)`` (false for NaN and Inf; a comparison, so
-the reassociation flags of the build cannot fold it away), per layer, in the forward and delta loops; an
-update is refused when a cheap bound (max |delta| max |a|, max |W|, max |v|)
-says it could overflow.  No parameter is written before all checks of a
-mini-batch passed.
+the reassociation flags of the build cannot fold it away), per layer, in the
+forward and delta loops; an update is refused when a cheap bound says it could
+overflow: |sum_x delta a| <= ||Delta|| ||A|| (Cauchy-Schwarz) for the gradient,
+||W||, ||v|| and ||phi|| (each a bound on its max) for the parameters.  No
+parameter is written before all checks of a mini-batch passed.
+
+Instruction sets: the module is compiled three times (baseline, AVX2,
+AVX-512; see CMakeLists.txt) and fastbp/_backends/cython_backend.py imports the
+best variant the CPU supports.
 
 Threading contract: the functions release the GIL for the whole computation.
 A workspace must not be used by two threads at once (a ``Network`` owns its
