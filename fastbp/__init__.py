@@ -23,8 +23,15 @@ from ._backends import (
     use_backend,
 )
 from ._contract import STAT_NAMES, VALID_PAIRS
-from ._errors import BackendUnavailableError, NonFiniteError
+from ._errors import (
+    BackendUnavailableError,
+    FileFormatError,
+    NonFiniteError,
+    TooLargeError,
+    TrainingInterrupted,
+)
 from ._history import History, Table
+from ._io import load, load_history
 from ._network import Gradient, Network
 from ._schedules import Sutskever
 
@@ -35,15 +42,20 @@ __all__ = [
     "VALID_PAIRS",
     "BackendInfo",
     "BackendUnavailableError",
+    "FileFormatError",
     "Gradient",
     "History",
     "Network",
     "NonFiniteError",
     "Sutskever",
     "Table",
+    "TooLargeError",
+    "TrainingInterrupted",
     "__version__",
     "backends",
     "current_backend_name",
     "get_backend",
+    "load",
+    "load_history",
     "use_backend",
 ]

@@ -17,7 +17,7 @@ shape, and floats are written with Python's shortest round-tripping repr, so
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -232,6 +232,82 @@ class History:
             f"dtype={self.dtype!r} rows: {rows}>"
         )
 
+    # ---------------------------------------------------------------- concatenation
+
+    @classmethod
+    def concatenate(cls, histories: Sequence[History]) -> History:
+        """One History from consecutive parts of a run.
+
+        For example the History stored in a checkpoint (``fit(..., checkpoint=path)``,
+        read back with :func:`fastbp.load_history`) and the History of the ``fit``
+        that resumed from it (``seed="continue"``): the result equals, bit for bit,
+        the History of the whole run done in one call.
+
+        Parameters
+        ----------
+        histories : sequence of History
+            Consecutive parts, each ending at an epoch boundary, recorded with the
+            same ``record`` mode and the same network sizes and dtype.
+
+        Returns
+        -------
+        History
+            Epochs renumbered from 0 across the parts.  Each part but the last
+            contributes one probe row per epoch (a complete ``fit`` measures the probe
+            once more after its last epoch, which is the next part's first row).
+            ``settings`` are the first part's, with ``epochs`` the total number of
+            epochs and ``n_updates_end`` the last part's.
+
+        Raises
+        ------
+        ValueError
+            If the parts do not have the same sizes, dtype and columns.
+        """
+        parts = list(histories)
+        if not parts:
+            raise ValueError("History.concatenate needs at least one History")
+        for h in parts:
+            if not isinstance(h, History):
+                raise TypeError(f"History.concatenate takes History objects, got {type(h)}")
+        first, last = parts[0], parts[-1]
+        for h in parts[1:]:
+            if h.sizes != first.sizes or h.dtype != first.dtype:
+                raise ValueError(
+                    "cannot concatenate Histories of different networks: sizes "
+                    f"{first.sizes} / {h.sizes}, dtype {first.dtype} / {h.dtype}"
+                )
+        offsets = []
+        total = 0
+        for h in parts:
+            offsets.append(total)
+            total += len(h.epoch)
+        tables = {}
+        for name in cls.TABLES:
+            pieces = []
+            for i, h in enumerate(parts):
+                table = getattr(h, name)
+                rows = len(table)
+                if name == "probe" and i < len(parts) - 1:
+                    rows = min(rows, len(h.epoch))
+                pieces.append((table, rows, offsets[i]))
+            tables[name] = _concat_tables(name, pieces)
+        backends = []
+        for h in parts:
+            if h.backend not in backends:
+                backends.append(h.backend)
+        settings = dict(first.settings)
+        if "epochs" in settings:
+            settings["epochs"] = total
+        if "n_updates_end" in last.settings:
+            settings["n_updates_end"] = last.settings["n_updates_end"]
+        return cls(
+            **tables,
+            sizes=first.sizes,
+            backend="+".join(backends),
+            dtype=first.dtype,
+            settings=settings,
+        )
+
     # ------------------------------------------------------------------------ JSON
 
     def to_json(self, indent: int | None = None) -> str:
@@ -298,6 +374,30 @@ class History:
             dtype=doc["dtype"],
             settings=_decode_value(doc["settings"]),
         )
+
+
+def _concat_tables(name: str, pieces: list[tuple[Table, int, int]]) -> Table:
+    """Rows ``[:rows]`` of each table, the ``epoch`` column shifted by its offset."""
+    filled = [(t, r, o) for t, r, o in pieces if len(t.keys())]
+    if not filled:
+        return Table(name=name, hint=pieces[0][0].hint)
+    keys = list(filled[0][0].keys())
+    for t, _, _ in filled:
+        if list(t.keys()) != keys:
+            raise ValueError(
+                f"cannot concatenate Histories: table {name!r} has columns {keys} in one part "
+                f"and {list(t.keys())} in another (record= differs?)"
+            )
+    columns = {}
+    for key in keys:
+        arrays = []
+        for t, rows, offset in filled:
+            a = t[key][:rows]
+            if key == "epoch":
+                a = a + offset
+            arrays.append(a)
+        columns[key] = np.concatenate(arrays)
+    return Table(columns, name=name, hint=filled[0][0].hint)
 
 
 def _encode_float(x: float) -> Any:

@@ -5,13 +5,25 @@ records) and calls the backend functions of ``fastbp/_contract.py`` with
 C-contiguous arrays and plain numbers.  The backend is resolved at each call
 (:func:`fastbp.use_backend`, ``FASTBP_BACKEND``, then cython -> numba -> numpy).
 
-A ``Network`` is not safe to use from several threads at once (its workspaces are
-shared); give each thread its own ``copy.deepcopy(net)``.
+Threads: the compiled backend releases the GIL for its whole computation, so
+several networks train in parallel in several threads.  One ``Network`` runs one
+computation at a time: a call from a second thread waits until the first one has
+finished (a lock per network; ``fit`` holds it for the whole run).  For parallel
+work on one model, give each thread its own ``copy.deepcopy(net)``.
+
+Interruption: ``fit`` runs every epoch as a sequence of short compiled calls (about
+``_chunk_seconds`` = 20 ms each, sized from the measured time per mini-batch) and
+defers Ctrl-C (SIGINT) to the boundaries between them, so an interrupted ``fit``
+stops within about one mini-batch and raises :class:`fastbp.TrainingInterrupted`
+(a ``KeyboardInterrupt``) with the network at the last completed mini-batch.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import signal
+import threading
+import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,13 +41,15 @@ from ._contract import (
     Hyper,
     Layout,
 )
-from ._errors import NonFiniteError
+from ._errors import NonFiniteError, TrainingInterrupted
 from ._history import History, Table
 from ._init import initialise
 from ._schedules import Sutskever
 from ._validation import (
     NONFINITE_POLICIES,
     RECORD_MODES,
+    all_finite,
+    cast_rows,
     check_activation,
     check_alpha,
     check_batch_size,
@@ -45,16 +59,22 @@ from ._validation import (
     check_dtype,
     check_epochs,
     check_eta,
+    check_fit_size,
     check_init,
+    check_int,
     check_layer_array,
     check_lmbda,
+    check_memory,
     check_momentum,
+    check_network_size,
+    check_not_aliasing,
     check_output_cost,
     check_params,
     check_seed,
     check_sizes,
     check_targets,
     check_X,
+    workspace_nbytes,
 )
 
 __all__ = ["Gradient", "Network"]
@@ -191,12 +211,19 @@ class Network:
     (5, 2)
     """
 
-    #: Mini-batches per ``train_epoch`` call; ``None`` runs each epoch in one call.
+    #: Mini-batches per ``train_epoch`` call; ``None`` sizes the calls from the
+    #: measured time per mini-batch so that each takes about ``_chunk_seconds``.
     #: (The contract allows chunks, so Python can report progress or honour Ctrl-C
-    #: between them; the History is the same whatever the chunk.)
+    #: between them; the History is the same bits whatever the chunk.)
     _chunk: int | None = None
-    #: Rows of the workspaces used by the evaluation methods.
+    #: Target duration of one compiled call of ``fit`` (the Ctrl-C latency).
+    _chunk_seconds: float = 0.02
+    #: Rows of the workspaces used by the evaluation methods (at most).
     _EVAL_ROWS = 1024
+    #: Bytes of an evaluation workspace (at most, above one row); the evaluation
+    #: methods cast and process X in chunks of that many rows, so their memory is
+    #: bounded by the workspace, not by len(X).
+    _EVAL_BYTES = 64 << 20
     #: Workspaces kept per network (least recently used dropped first).
     _MAX_WORKSPACES = 8
 
@@ -219,6 +246,7 @@ class Network:
         alpha = check_alpha(alpha)
         init_v = check_init(init)
         rng, _ = check_seed(seed)
+        check_network_size(sizes_t, dt)
         layout = Layout(sizes_t, hidden + (output,), cost, dt, alpha)
         params = np.zeros(layout.n_params, dtype=dt)
         if isinstance(init_v, str):
@@ -240,6 +268,32 @@ class Network:
         self._n_updates = int(n_updates)
         self._init_name = init_name
         self._workspaces: dict[tuple[str, int], Any] = {}
+        # one computation at a time (workspaces are shared); re-entrant for internals
+        self._lock = threading.RLock()
+        # the shuffling generator of the last fit (seed="continue" continues it)
+        self._rng: np.random.Generator | None = None
+        self._rng_seed: int | None = None
+
+    def _rng_record(self) -> dict[str, Any] | None:
+        """The shuffling generator's state as plain JSON-able data (None if none)."""
+        if self._rng is None:
+            return None
+        state = self._rng.bit_generator.state
+        return {"seed": self._rng_seed, "bit_generator": state["bit_generator"], "state": state}
+
+    def _rng_restore(self, record: dict[str, Any] | None) -> None:
+        """Inverse of :meth:`_rng_record`."""
+        if record is None:
+            self._rng, self._rng_seed = None, None
+            return
+        if not isinstance(record, dict) or record.get("bit_generator") != "PCG64":
+            raise ValueError("the shuffling generator state is not a PCG64 state")
+        bitgen = np.random.PCG64()
+        bitgen.state = record["state"]
+        seed = record.get("seed")
+        if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
+            raise ValueError(f"the generator's seed {seed!r} is not an int")
+        self._rng, self._rng_seed = np.random.Generator(bitgen), seed
 
     # ------------------------------------------------------------------ description
 
@@ -344,15 +398,50 @@ class Network:
         :meth:`reset_optimizer` to clear it.
         """
         Ws, bs = check_params(weights, biases, self._layout)
-        for view, W in zip(self._layout.weight_views(self._params), Ws, strict=True):
-            view[...] = W
-        for view, b in zip(self._layout.bias_views(self._params), bs, strict=True):
-            view[...] = b
+        # arrays that are views of this network's own buffer (net.weights of another
+        # layer, say) are copied first, so no layer is read after it was overwritten
+        Ws = [W.copy() if np.may_share_memory(W, self._params) else W for W in Ws]
+        bs = [b.copy() if np.may_share_memory(b, self._params) else b for b in bs]
+        with self._lock:
+            for view, W in zip(self._layout.weight_views(self._params), Ws, strict=True):
+                view[...] = W
+            for view, b in zip(self._layout.bias_views(self._params), bs, strict=True):
+                view[...] = b
 
     def reset_optimizer(self) -> None:
         """Zero the momentum velocity and the update count ``n_updates``."""
-        self._velocity[...] = 0
-        self._n_updates = 0
+        with self._lock:
+            self._velocity[...] = 0
+            self._n_updates = 0
+
+    # ---------------------------------------------------------------- save & load
+
+    def save(self, path: Any, *, history: History | None = None, optimizer: bool = True) -> None:
+        """Write the network to a file, atomically (see ``fastbp/_io.py`` for the format).
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The file, written as given (``.npz`` by convention): a NumPy ``.npz``
+            archive plus a JSON header, no pickle.  It is written to a temporary
+            file, fsync-ed and renamed over ``path``, so an interrupted save leaves
+            the previous file intact.
+        history : fastbp.History, optional
+            Stored too (read back with :func:`fastbp.load_history`).
+        optimizer : bool, default True
+            Store the optimiser state: momentum velocity, ``n_updates`` and the
+            state of the shuffling generator of the last ``fit``, so that training
+            resumed with ``fit(..., seed="continue")`` gives the same bits as an
+            uninterrupted run.
+
+        See Also
+        --------
+        fastbp.load, fastbp.load_history
+        """
+        from . import _io
+
+        with self._lock:
+            _io.save(self, path, history=history, optimizer=optimizer)
 
     # --------------------------------------------------------------- copy & pickle
 
@@ -371,6 +460,7 @@ class Network:
             "params": self._params.copy(),
             "velocity": self._velocity.copy(),
             "n_updates": self._n_updates,
+            "rng": self._rng_record(),
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -386,6 +476,7 @@ class Network:
         if params.shape != (layout.n_params,) or velocity.shape != (layout.n_params,):
             raise ValueError("corrupt Network state: buffer sizes do not match the layout")
         self._setup(layout, params, velocity, state["n_updates"], state["init"])
+        self._rng_restore(state.get("rng"))
 
     # ------------------------------------------------------------------- internals
 
@@ -400,8 +491,82 @@ class Network:
         self._workspaces[key] = ws
         return ws
 
+    def _eval_rows(self, n: int) -> int:
+        """Rows of the evaluation workspace for ``n`` rows: at most ``_EVAL_ROWS``, and
+        at most ``_EVAL_BYTES`` of workspace (wide layers get fewer rows)."""
+        lay = self._layout
+        per_row = max(1, workspace_nbytes(lay, 1) - workspace_nbytes(lay, 0))
+        return max(1, min(n, self._EVAL_ROWS, self._EVAL_BYTES // per_row))
+
     def _eval_workspace(self, name: str, backend: Any, n: int) -> Any:
-        return self._workspace(name, backend, min(n, self._EVAL_ROWS))
+        rows = self._eval_rows(n)
+        check_memory(
+            workspace_nbytes(self._layout, rows),
+            f"the evaluation workspace of {self!r}",
+            "use narrower layers",
+        )
+        return self._workspace(name, backend, rows)
+
+    def _row_chunks(self, n: int) -> Iterator[tuple[int, int]]:
+        """``(start, stop)`` row ranges in which the evaluation methods cast and process
+        X: about 1 MiB of input per chunk, and at least one workspace of rows."""
+        row_bytes = int(self._layout.sizes[0]) * self.dtype.itemsize
+        step = max(self._eval_rows(n), min(n, (1 << 20) // max(1, row_bytes)))
+        for start in range(0, n, step):
+            yield start, min(n, start + step)
+
+    def _forward_rows(
+        self,
+        backend: Any,
+        ws: Any,
+        X: np.ndarray,
+        name: str,
+        out: np.ndarray | None,
+        Y: np.ndarray | None = None,
+        labels: np.ndarray | None = None,
+        check: str = "",
+    ) -> tuple[float, int]:
+        """Run ``backend.forward`` over X chunk by chunk (cast and checked per chunk).
+
+        Writes the outputs into ``out`` if given; returns the mean data cost (if ``Y``)
+        and the number of correct labels (if ``labels``).  With ``check`` (the name of
+        the public method, for the message), a non-finite output or cost raises
+        :class:`NonFiniteError` (finite inputs can still overflow inside the network).
+        """
+        n = X.shape[0]
+        n_out = int(self._layout.sizes[-1])
+        costs: list[tuple[float, int]] = []
+        correct = 0
+        scratch = None
+        for start, stop in self._row_chunks(n):
+            Xc = cast_rows(X, start, stop, self.dtype, name)
+            if out is not None:
+                oc = out[start:stop]
+            else:
+                if scratch is None:
+                    scratch = np.empty((stop - start, n_out), dtype=self.dtype)
+                oc = scratch[: stop - start]
+            Yc = None if Y is None else Y[start:stop]
+            with self._lock:
+                c = backend.forward(self._layout, ws, self._params, Xc, oc, Yc)
+            costs.append((float(c), stop - start))
+            if check and not all_finite(oc):
+                raise NonFiniteError(
+                    None, None, self.n_layers - 1, "forward", f"the outputs of net.{check}()"
+                )
+            if labels is not None:
+                pred = self._labels_from_outputs(oc)
+                correct += int(np.count_nonzero(pred == labels[start:stop]))
+            del Xc, Yc, oc  # before the next chunk's cast
+        if len(costs) == 1:
+            cost = costs[0][0]
+        else:  # the mean over all rows, from the chunks' means
+            cost = sum(c * m for c, m in costs) / n
+        if check and Y is not None and not np.isfinite(cost):
+            raise NonFiniteError(
+                None, None, self.n_layers - 1, "forward", f"the cost of net.{check}()"
+            )
+        return cost, correct
 
     def _l2_term(self, lmbda: float, n: int) -> float:
         """``0.5 * lmbda / n * sum_l ||W[l]||_F^2`` in float64 (network2's total_cost)."""
@@ -442,14 +607,27 @@ class Network:
         -------
         ndarray, shape (N, sizes[-1]), network dtype
             ``a^L`` for every example (softmax rows sum to 1).
+
+        Raises
+        ------
+        fastbp.NonFiniteError
+            If an output overflows (finite but extreme inputs or weights); the same
+            holds for :meth:`predict`, :meth:`accuracy`, and for :meth:`cost` when the
+            cost itself is not representable.
+
+        Notes
+        -----
+        ``X`` is cast and processed in chunks of rows, so the memory used besides the
+        result is bounded by the workspace, not by ``len(X)`` (this holds for
+        :meth:`predict`, :meth:`accuracy` and :meth:`cost` too).
         """
-        X = check_X(X, self._layout, allow_empty=True)
+        X = check_X(X, self._layout, allow_empty=True, cast=False)
         out = np.empty((X.shape[0], int(self._layout.sizes[-1])), dtype=self.dtype)
         if X.shape[0] == 0:
             return out
         name, backend = _resolve()
         ws = self._eval_workspace(name, backend, X.shape[0])
-        backend.forward(self._layout, ws, self._params, X, out)
+        self._forward_rows(backend, ws, X, "X", out, check="forward")
         return out
 
     def predict(self, X: ArrayLike) -> NDArray[np.int64]:
@@ -489,10 +667,12 @@ class Network:
             In [0, 1].
         """
         self._require_classifier("accuracy")
-        X = check_X(X, self._layout)
+        X = check_X(X, self._layout, cast=False)
         _, labels = check_targets(y, self._layout, X.shape[0])
-        pred = self._labels_from_outputs(self.forward(X))
-        return float(np.mean(pred == labels))
+        name, backend = _resolve()
+        ws = self._eval_workspace(name, backend, X.shape[0])
+        _, correct = self._forward_rows(backend, ws, X, "X", None, labels=labels, check="accuracy")
+        return correct / X.shape[0]
 
     def cost(self, X: ArrayLike, y: ArrayLike, lmbda: float = 0.0) -> float:
         """network2's ``total_cost``: mean data cost plus the L2 term.
@@ -511,13 +691,12 @@ class Network:
             ``mean_x C_x + 0.5 * lmbda / N * sum_l ||W[l]||_F^2`` with ``N = len(X)``.
         """
         lmbda = check_lmbda(lmbda)
-        X = check_X(X, self._layout)
+        X = check_X(X, self._layout, cast=False)
         Y, _ = check_targets(y, self._layout, X.shape[0])
         name, backend = _resolve()
         ws = self._eval_workspace(name, backend, X.shape[0])
-        out = np.empty(Y.shape, dtype=self.dtype)
-        data = backend.forward(self._layout, ws, self._params, X, out, Y)
-        return float(data) + self._l2_term(lmbda, X.shape[0])
+        data, _ = self._forward_rows(backend, ws, X, "X", None, Y=Y, check="cost")
+        return data + self._l2_term(lmbda, X.shape[0])
 
     def gradient(self, X: ArrayLike, Y: ArrayLike) -> Gradient:
         """Average gradient of the mean data cost over a set, and its statistics.
@@ -542,6 +721,12 @@ class Network:
         ------
         fastbp.NonFiniteError
             If a NaN or Inf appears (``epoch`` and ``batch`` are None).
+
+        Notes
+        -----
+        The computation runs in chunks of the workspace's rows, but ``X`` is cast
+        whole to the network dtype first when it is not already a C-contiguous array
+        of that dtype (the statistics pool all rows in one backend call).
         """
         X = check_X(X, self._layout)
         Yd, _ = check_targets(Y, self._layout, X.shape[0], name="Y")
@@ -549,9 +734,10 @@ class Network:
         ws = self._eval_workspace(name, backend, X.shape[0])
         grad = np.zeros(self._layout.n_params, dtype=self.dtype)
         stats = np.full((N_STATS, self._layout.L), np.nan)
-        cost, fault_layer, fault_phase = backend.gradient(
-            self._layout, ws, self._params, X, Yd, grad, stats
-        )
+        with self._lock:
+            cost, fault_layer, fault_phase = backend.gradient(
+                self._layout, ws, self._params, X, Yd, grad, stats
+            )
         if fault_layer >= 0:
             raise NonFiniteError(
                 None, None, int(fault_layer), PHASE_NAMES[fault_phase], "net.gradient()"
@@ -580,7 +766,9 @@ class Network:
         record: str | None = "epoch",
         probe: tuple[ArrayLike, ArrayLike] | None = None,
         on_nonfinite: str = "raise",
-        seed: int | None = None,
+        seed: int | str | None = None,
+        checkpoint: Any = None,
+        checkpoint_every: int = 1,
     ) -> History:
         """Train by mini-batch stochastic gradient descent.
 
@@ -614,10 +802,23 @@ class Network:
         on_nonfinite : {"raise", "skip"}, default "raise"
             On a NaN/Inf: raise :class:`fastbp.NonFiniteError`, or drop the mini-batch
             (counted in ``n_skipped`` and the ``nonfinite`` statistic) and go on.
-        seed : int, optional
+        seed : int, "continue" or None, default None
             Seed of the shuffling ``numpy.random.Generator(PCG64(seed))``, created once
             per call; each epoch draws one permutation from it.  ``None`` draws fresh
             entropy; the seed used is kept in ``history.settings["seed"]``.
+            ``"continue"`` continues the generator of this network's previous ``fit``
+            (or of the checkpoint it was loaded from), so ``fit(k epochs, seed=s)``
+            then ``fit(k epochs, seed="continue")`` equals ``fit(2k epochs, seed=s)``
+            bit for bit.
+        checkpoint : str or os.PathLike, optional
+            Write a checkpoint there every ``checkpoint_every`` epochs and after the
+            last one: :meth:`save` with the optimiser state and the History so far,
+            atomically.  Resume with ``net = fastbp.load(path)``,
+            ``done = fastbp.load_history(path)`` and ``net.fit(..., seed="continue")``
+            for the remaining epochs; ``History.concatenate([done, more])`` then equals
+            the History of an uninterrupted run.
+        checkpoint_every : int, default 1
+            Epochs between checkpoints.
 
         Returns
         -------
@@ -631,6 +832,13 @@ class Network:
             With ``on_nonfinite="raise"``, at the first non-finite value; the network
             keeps the parameters of the last good step and the exception's ``history``
             attribute holds everything recorded up to it.
+        fastbp.TrainingInterrupted
+            On Ctrl-C (SIGINT; a ``KeyboardInterrupt``), within about one mini-batch:
+            the network keeps the parameters of the last completed mini-batch and the
+            exception's ``history`` attribute holds the completed part.
+        fastbp.TooLargeError
+            If the records or the workspace would not fit in memory (before
+            allocating anything).
 
         Notes
         -----
@@ -646,8 +854,18 @@ class Network:
         * The probe cost is the mean data cost only.
         * Momentum velocity and ``n_updates`` persist across calls (see
           :meth:`reset_optimizer`).
+        * Each epoch runs as a few compiled calls of about 20 ms (sized from the
+          measured time per mini-batch); Ctrl-C is noticed between them.  The results
+          are the same bits whatever the split.
         """
         # ---- validation: everything is checked before any backend code runs
+        buffers = (self._params, self._velocity)
+        check_not_aliasing(X, "X", buffers)
+        check_not_aliasing(y, "y", buffers)
+        for pair_name, pair in (("validation", validation), ("probe", probe)):
+            if isinstance(pair, (tuple, list)):
+                for i, part in enumerate(pair):
+                    check_not_aliasing(part, f"{pair_name}[{i}]", buffers)
         X = check_X(X, self._layout)
         n = X.shape[0]
         Y, _ = check_targets(y, self._layout, n)
@@ -665,10 +883,32 @@ class Network:
             else None
         )
         prb = check_dataset(probe, "probe", self._layout) if probe is not None else None
-        rng, seed_used = check_seed(seed)
+        continued = isinstance(seed, str) and seed == "continue"
+        if continued:
+            if self._rng is None:
+                raise ValueError(
+                    "seed='continue' continues the shuffling generator of a previous fit() "
+                    "or of a loaded checkpoint, but this network has none; pass an int seed"
+                )
+            rng, seed_used = None, self._rng_seed
+        else:
+            if isinstance(seed, str):
+                raise ValueError(
+                    f"seed={seed!r} is not valid; pass an int, None (fresh entropy) or "
+                    "'continue' (continue the previous fit's shuffling)"
+                )
+            rng, seed_used = check_seed(seed)
+        if checkpoint is not None:
+            from ._io import check_writable
+
+            checkpoint = check_writable(checkpoint)
+        checkpoint_every = check_int(
+            checkpoint_every, "checkpoint_every", 1, fix="pass the epochs between checkpoints"
+        )
+        rec_mode = RECORD_MODES[record]
+        check_fit_size(self._layout, n, batch_size, epochs, rec_mode)
         name, backend = _resolve()
 
-        rec_mode = RECORD_MODES[record]
         hyper = Hyper(
             eta=eta,
             lmbda_n=lmbda / n,
@@ -704,16 +944,74 @@ class Network:
             "alpha": self.alpha,
             "n_updates_start": self._n_updates,
         }
+        with self._lock, _DeferredInterrupt() as interrupt:
+            if rng is None:
+                rng = self._rng
+            else:
+                self._rng, self._rng_seed = rng, seed_used
+            return self._fit_loop(
+                backend,
+                name,
+                X,
+                Y,
+                n,
+                epochs,
+                batch_size,
+                hyper,
+                rec_mode,
+                val,
+                prb,
+                on_nonfinite,
+                lmbda,
+                rng,
+                settings,
+                interrupt,
+                checkpoint,
+                checkpoint_every,
+            )
+
+    def _fit_loop(
+        self,
+        backend,
+        name,
+        X,
+        Y,
+        n,
+        epochs,
+        batch_size,
+        hyper,
+        rec_mode,
+        val,
+        prb,
+        on_nonfinite,
+        lmbda,
+        rng,
+        settings,
+        interrupt,
+        checkpoint,
+        checkpoint_every,
+    ) -> History:
+        """The training loop of :meth:`fit` (arguments validated; lock held)."""
         rec = _Recorder(self._layout, epochs, n, batch_size, rec_mode, val, prb)
         ws = self._workspace(name, backend, batch_size)
         ws_val = self._eval_workspace(name, backend, val[0].shape[0]) if val else None
         ws_prb = self._eval_workspace(name, backend, prb[0].shape[0]) if prb else None
-        chunk = self._chunk or rec.n_batches
         lay, params, velocity = self._layout, self._params, self._velocity
+        nb = rec.n_batches
+        # mini-batches per compiled call: fixed (_chunk), or sized from the measured
+        # time per mini-batch so that a call takes about _chunk_seconds
+        chunk = self._chunk if self._chunk else 1
+        adaptive = not self._chunk
+        target = float(self._chunk_seconds)
 
         def finish() -> History:
             settings["n_updates_end"] = self._n_updates
             return rec.history(self.sizes, name, self.dtype.name, settings)
+
+        def stop_if_interrupted(e: int, done: int) -> None:
+            if interrupt.pending:
+                interrupt.pending = False
+                raise TrainingInterrupted(e, done, history=finish())
 
         def measure_probe(row: int) -> None:
             Xp, Yp, _ = prb
@@ -730,12 +1028,15 @@ class Network:
         for e in range(epochs):
             if prb is not None:
                 measure_probe(e)
+                stop_if_interrupted(e, 0)
             order = rng.permutation(n).astype(np.int64, copy=False)
             skipped = 0
-            for start in range(0, rec.n_batches, chunk):
-                stop = min(start + chunk, rec.n_batches)
-                row0 = e * rec.n_batches + start
+            start = 0
+            while start < nb:
+                stop = min(start + chunk, nb)
+                row0 = e * nb + start
                 hyper.t = self._n_updates
+                t0 = time.perf_counter()
                 t, n_sk, fault_batch, fault_layer, fault_phase = backend.train_epoch(
                     lay,
                     ws,
@@ -752,10 +1053,11 @@ class Network:
                     rec.epoch_block(e),
                     rec.batch_cost[row0 : row0 + stop - start],
                 )
+                elapsed = time.perf_counter() - t0
                 self._n_updates = int(t)
                 skipped += int(n_sk)
                 if fault_batch >= 0:
-                    rec.batch_rows = e * rec.n_batches + int(fault_batch)
+                    rec.batch_rows = e * nb + int(fault_batch)
                     raise NonFiniteError(
                         e,
                         int(fault_batch),
@@ -763,18 +1065,71 @@ class Network:
                         PHASE_NAMES[fault_phase],
                         history=finish(),
                     )
+                rec.batch_rows = e * nb + stop
+                if adaptive:
+                    per_batch = max(elapsed, 1e-7) / (stop - start)
+                    chunk = max(1, min(int(target / per_batch), 8 * chunk, nb))
+                start = stop
+                if start < nb:
+                    stop_if_interrupted(e, start)
             rec.end_epoch(e, skipped, self._l2_term(lmbda, n))
             if val is not None:
                 Xv, Yv, labels = val
-                data = backend.forward(lay, ws_val, params, Xv, rec.val_out, Yv)
-                rec.val_cost[e] = float(data) + self._l2_term(lmbda, Xv.shape[0])
+                data, correct = self._forward_rows(
+                    backend, ws_val, Xv, "validation[0]", None, Y=Yv, labels=labels
+                )
+                rec.val_cost[e] = data + self._l2_term(lmbda, Xv.shape[0])
                 if labels is not None:
-                    pred = self._labels_from_outputs(rec.val_out)
-                    rec.val_accuracy[e] = float(np.mean(pred == labels))
+                    rec.val_accuracy[e] = correct / Xv.shape[0]
                 rec.val_rows = e + 1
+            if checkpoint is not None and ((e + 1) % checkpoint_every == 0 or e + 1 == epochs):
+                self.save(checkpoint, history=finish(), optimizer=True)
+            if e + 1 < epochs:
+                stop_if_interrupted(e + 1, 0)
         if prb is not None:
             measure_probe(epochs)
-        return finish()
+        history = finish()
+        if interrupt.pending:  # Ctrl-C during the last steps: the run is complete
+            interrupt.pending = False
+            raise TrainingInterrupted(epochs, 0, history=history)
+        return history
+
+
+class _DeferredInterrupt:
+    """Defer Ctrl-C (SIGINT) inside ``fit`` to the points where the state is consistent.
+
+    In the main thread, while Python's default handler is installed, SIGINT only sets
+    ``pending``; ``fit`` checks it between its compiled calls and raises
+    :class:`fastbp.TrainingInterrupted`.  Elsewhere (another thread, a custom
+    handler) nothing changes.  A SIGINT still pending on exit is re-raised as a
+    ``KeyboardInterrupt``, never lost.
+    """
+
+    def __init__(self) -> None:
+        self.pending = False
+        self._previous: Any = None
+        self._installed = False
+
+    def _handler(self, signum, frame) -> None:
+        self.pending = True
+
+    def __enter__(self) -> _DeferredInterrupt:
+        if threading.current_thread() is threading.main_thread():
+            try:
+                if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+                    self._previous = signal.signal(signal.SIGINT, self._handler)
+                    self._installed = True
+            except (ValueError, TypeError, OSError):  # e.g. not the main interpreter
+                pass
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if self._installed:
+            signal.signal(signal.SIGINT, self._previous)
+            self._installed = False
+        if self.pending and not (exc_type is not None and issubclass(exc_type, KeyboardInterrupt)):
+            self.pending = False
+            raise KeyboardInterrupt
 
 
 class _Recorder:

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -44,6 +45,7 @@ from ._contract import (
     MOMENTUM_CONSTANT,
     MOMENTUM_NONE,
     MOMENTUM_SUTSKEVER,
+    N_STATS,
     OUTPUT_ACTIVATIONS,
     RECORD_BATCH,
     RECORD_EPOCH,
@@ -51,10 +53,13 @@ from ._contract import (
     VALID_PAIRS,
     Layout,
 )
+from ._errors import TooLargeError, format_bytes
 from ._init import INITIALISERS
 from ._schedules import Sutskever
 
 RECORD_MODES = {"batch": RECORD_BATCH, "epoch": RECORD_EPOCH, None: RECORD_NONE}
+#: Widest layer: BLAS takes matrix sizes as 32-bit ints.
+MAX_WIDTH = 2**31 - 1
 NONFINITE_POLICIES = ("raise", "skip")
 DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -159,6 +164,11 @@ def check_sizes(sizes: Any) -> tuple[int, ...]:
             raise TypeError(f"sizes[{i}]={describe(s)} is not an int; {fix}")
         if s < 1:
             raise ValueError(f"sizes[{i}]={int(s)} is not a positive width; {fix}")
+        if s > MAX_WIDTH:
+            raise ValueError(
+                f"sizes[{i}]={int(s)} is wider than {MAX_WIDTH} units, the largest width the "
+                f"BLAS matrix products take (a 32-bit int); {fix}"
+            )
         out.append(int(s))
     return tuple(out)
 
@@ -326,11 +336,20 @@ def _all_finite(arr: np.ndarray) -> bool:
     return bool(np.isfinite(arr).all())
 
 
-def _check_finite(out: np.ndarray, source: np.ndarray, name: str, dtype: np.dtype) -> None:
+def all_finite(arr: np.ndarray) -> bool:
+    """Whether every value of a float array is finite (no temporary array when it is)."""
+    return _all_finite(arr)
+
+
+def _check_finite(
+    out: np.ndarray, source: np.ndarray, name: str, dtype: np.dtype, row0: int = 0
+) -> None:
     if _all_finite(out):
         return
     bad = ~np.isfinite(out)
     first = tuple(int(i) for i in np.argwhere(bad)[0])
+    if first and row0:
+        first = (first[0] + row0,) + first[1:]
     where = f"{name}[{', '.join(map(str, first))}]" if first else name
     if _all_finite(source):
         raise ValueError(
@@ -343,8 +362,14 @@ def _check_finite(out: np.ndarray, source: np.ndarray, name: str, dtype: np.dtyp
     )
 
 
-def check_X(X: Any, layout: Layout, name: str = "X", allow_empty: bool = False) -> np.ndarray:
-    """Inputs ``(N, sizes[0])``, returned C-contiguous in the network dtype (cast once)."""
+def check_X(
+    X: Any, layout: Layout, name: str = "X", allow_empty: bool = False, cast: bool = True
+) -> np.ndarray:
+    """Inputs ``(N, sizes[0])``, returned C-contiguous in the network dtype (cast once).
+
+    With ``cast=False`` only the shape and kind are checked and the array is returned
+    as given (no copy): :func:`cast_rows` then casts and checks it chunk by chunk.
+    """
     arr = _as_numeric(X, name)
     n_in = int(layout.sizes[0])
     if arr.ndim != 2:
@@ -357,8 +382,31 @@ def check_X(X: Any, layout: Layout, name: str = "X", allow_empty: bool = False) 
         )
     if arr.shape[0] == 0 and not allow_empty:
         raise ValueError(f"{name} has no rows (shape {arr.shape}); pass at least one example")
+    if not cast:
+        return arr
+    if needs_copy(arr, layout.dtype):
+        check_memory(
+            arr.shape[0] * n_in * layout.dtype.itemsize,
+            f"a {layout.dtype} copy of {name} (shape {arr.shape}, dtype {arr.dtype})",
+            f"pass {name} as a C-contiguous {layout.dtype} array, or fewer rows",
+        )
     out = _cast(arr, layout.dtype)
     _check_finite(out, arr, name, layout.dtype)
+    return out
+
+
+def needs_copy(arr: np.ndarray, dtype: np.dtype) -> bool:
+    """Whether ``numpy.ascontiguousarray(arr, dtype)`` copies."""
+    return arr.dtype != dtype or not arr.flags.c_contiguous
+
+
+def cast_rows(arr: np.ndarray, start: int, stop: int, dtype: np.dtype, name: str) -> np.ndarray:
+    """Rows ``start:stop`` of an array checked by ``check_X(..., cast=False)``: cast to
+    ``dtype`` (C-contiguous; no copy when already so) and checked for finiteness, with
+    the same message as :func:`check_X` would give (indices of the whole array)."""
+    part = arr[start:stop]
+    out = _cast(part, dtype)
+    _check_finite(out, part, name, dtype, row0=start)
     return out
 
 
@@ -398,6 +446,11 @@ def check_targets(
 
     if arr.ndim == 1:
         labels = _check_labels(arr, name, output, n_out)
+        check_memory(
+            n * n_out * layout.dtype.itemsize,
+            f"the one-hot targets of {name} ({n} labels x {n_out} classes)",
+            "use fewer examples per call",
+        )
         Y = np.zeros((n, n_out), dtype=layout.dtype)
         if n_out == 1:
             Y[:, 0] = labels
@@ -504,3 +557,98 @@ def check_batch_size(batch_size: Any, n: int) -> int:
 
 def check_epochs(epochs: Any) -> int:
     return check_int(epochs, "epochs", 0, fix="pass the number of passes over the data, e.g. 30")
+
+
+# ------------------------------------------------------------------------------ memory
+
+
+def memory_limit() -> int:
+    """Bytes of memory this process may use: physical memory, or the cgroup's limit if lower.
+
+    Requests larger than this cannot succeed and are refused before allocating
+    (:class:`fastbp.TooLargeError`).  Returns a huge number when it cannot be found.
+    """
+    limit = 1 << 62
+    try:
+        limit = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, OSError, ValueError):  # pragma: no cover - not POSIX
+        pass
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            with open(path) as f:
+                text = f.read().strip()
+        except OSError:
+            continue
+        if text.isdigit():
+            limit = min(limit, int(text))
+    return limit
+
+
+def check_memory(nbytes: int, what: str, fix: str) -> None:
+    """Refuse (before allocating) a request of ``nbytes`` larger than :func:`memory_limit`."""
+    available = memory_limit()
+    if nbytes > available:
+        raise TooLargeError(what, nbytes, available, fix)
+
+
+def network_nbytes(sizes: Sequence[int], dtype: np.dtype) -> int:
+    """Bytes of a network's parameters and momentum velocity (two buffers)."""
+    n_params = sum(int(a) * int(b) + int(b) for a, b in zip(sizes[:-1], sizes[1:]))
+    return 2 * n_params * np.dtype(dtype).itemsize
+
+
+def check_network_size(sizes: Sequence[int], dtype: np.dtype) -> None:
+    """A network of these sizes must fit in memory (checked before allocating it)."""
+    need = network_nbytes(sizes, dtype)
+    # the initialiser draws one layer at a time in float64
+    need += max(int(a) * int(b) for a, b in zip(sizes[:-1], sizes[1:])) * 8
+    shown = describe(list(sizes))
+    check_memory(
+        need,
+        f"a {np.dtype(dtype)} network with sizes={shown} "
+        f"({format_bytes(network_nbytes(sizes, dtype) // 2)} of parameters, twice that "
+        "with the momentum velocity)",
+        "use fewer or narrower layers, or dtype='float32'",
+    )
+
+
+def workspace_nbytes(layout: Layout, m_max: int) -> int:
+    """Bytes of a backend workspace for ``m_max`` rows (an upper bound for every backend)."""
+    sizes = [int(s) for s in layout.sizes]
+    item = layout.dtype.itemsize
+    units = sum(sizes[1:])
+    per_row = 4 * units + sizes[0] + 2 * sizes[-1]  # activations, slopes, deltas, z; gathered batch
+    n_params = layout.n_params
+    return item * (m_max * per_row + 4 * n_params) + 8 * (n_params + 4 * units + 64 * len(sizes))
+
+
+def check_fit_size(
+    layout: Layout, n: int, batch_size: int, epochs: int, record: Any, extra: int = 0
+) -> None:
+    """Everything ``fit`` allocates (workspace, records, shuffling order) must fit."""
+    L = layout.L
+    n_batches = -(-n // batch_size)
+    rows = epochs * n_batches
+    records = 8 * rows  # per mini-batch costs
+    records += 8 * (epochs + 1) * N_STATS * L * 2  # epoch and probe statistics
+    if record == RECORD_BATCH:
+        records += 8 * rows * N_STATS * L
+    need = workspace_nbytes(layout, batch_size) + records + 8 * n + extra
+    check_memory(
+        need,
+        f"fit(epochs={epochs}, batch_size={batch_size}, record={record!r}) on {n} examples "
+        f"({format_bytes(records)} of records)",
+        "record fewer statistics (record='epoch' or None), train for fewer epochs per call, "
+        "or use a smaller batch_size",
+    )
+
+
+def check_not_aliasing(arr: Any, name: str, buffers: Sequence[np.ndarray]) -> None:
+    """``fit`` writes the parameters while it reads its inputs: refuse inputs that
+    share memory with the parameters or the velocity (they would change under it)."""
+    if isinstance(arr, np.ndarray) and any(np.may_share_memory(arr, b) for b in buffers):
+        raise ValueError(
+            f"{name} shares memory with the network's parameters (a view of net.weights, "
+            "net.biases or net.params); fit() updates them while reading it, so pass a "
+            f"copy: {name}.copy()"
+        )

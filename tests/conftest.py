@@ -2,9 +2,11 @@
 
 * ``backend``: every available backend, forced with :func:`fastbp.use_backend` for the
   duration of the test (a context variable, so it cannot leak into other tests).  The
-  compiled backend appears as a skipped parameter, with the reason, when it is not built.
-* ``backend_mod``: the same backends as modules implementing ``fastbp/_contract.py``,
-  for tests that drive the contract directly (their own mini-batch order).
+  compiled and Numba backends appear as skipped parameters, with the reason, when they
+  are not built / installed.
+* ``backend_mod``: modules implementing ``fastbp/_contract.py`` -- numpy, numba and each
+  compiled variant this CPU runs (baseline, avx2, avx512) -- for tests that drive the
+  contract directly (their own mini-batch order).
 * ``dtype``: float32 and float64.
 * ``seed`` / ``rng``: a seed fixture in the style of scikit-learn's
   ``global_random_seed`` (``FASTBP_TEST_SEED`` overrides it); nothing seeds a global RNG.
@@ -40,7 +42,17 @@ def _backend_params():
                     ),
                 )
             )
-        # numba: a seam in this version (registered unavailable), nothing to test yet
+        elif name == "numba":
+            params.append(
+                pytest.param(
+                    name,
+                    id=name,
+                    marks=pytest.mark.skip(
+                        reason=f"numba backend unavailable ({info.reason}); "
+                        'run `pip install ".[numba]"`'
+                    ),
+                )
+            )
     return params
 
 
@@ -55,7 +67,7 @@ def backend(request):
 
 
 def _kernel_variant_params():
-    """numpy, plus every compiled variant (baseline / avx2 / avx512) this CPU can run.
+    """numpy, numba, plus every compiled variant (baseline / avx2 / avx512) this CPU can run.
 
     The compiled backend imports the best variant only; the contract tests drive each
     variant module directly, since they are built with different instruction sets and
@@ -64,6 +76,12 @@ def _kernel_variant_params():
     import importlib
 
     params = [pytest.param("numpy", id="numpy")]
+    numba_info = _backend_report()["numba"]
+    if numba_info.available:
+        params.append(pytest.param("numba", id="numba"))
+    else:
+        reason = f'numba backend unavailable ({numba_info.reason}); run `pip install ".[numba]"`'
+        params.append(pytest.param("numba", id="numba", marks=pytest.mark.skip(reason=reason)))
     try:
         from fastbp._backends import cython_backend as cb
     except ImportError as exc:
@@ -85,13 +103,13 @@ def _kernel_variant_params():
 @pytest.fixture(params=_kernel_variant_params())
 def backend_mod(request):
     """A module implementing the contract (``make_workspace``, ``forward``, ``gradient``,
-    ``train_epoch``): the NumPy backend or one compiled variant."""
+    ``train_epoch``): the NumPy backend, the Numba backend or one compiled variant."""
     import importlib
 
     from fastbp._backends import get_backend
 
-    if request.param == "numpy":
-        return get_backend("numpy")
+    if request.param in ("numpy", "numba"):
+        return get_backend(request.param)
     return importlib.import_module(request.param)
 
 

@@ -3,8 +3,8 @@
 * ``FASTBP_REQUIRE_COMPILED=1`` (set by CI): the compiled backend must be available and
   be the default.  This test does not skip when the variable is set.
 * Selection: ``fastbp.backends()``, ``use_backend`` (per thread), ``FASTBP_BACKEND``.
-* cython vs numpy: one step (1e-12 float64, 1e-5 float32, parameters and every
-  continuous statistic), one short epoch of <= 200 mini-batches in the same order
+* cython (and numba) vs numpy: one step (1e-12 float64, 1e-5 float32, parameters and
+  every continuous statistic), one short epoch of <= 200 mini-batches in the same order
   (1e-9 / 1e-3), counts and fractions within one unit of 1 / (m * width).
 * float32 vs float64 on the same data and parameters: statistics within 1e-4 relative
   after one step (per backend).
@@ -23,6 +23,8 @@ from helpers import (
     compiled_available,
     frac_units,
     make_targets,
+    reference_of,
+    summation_scales,
     table_stats,
 )
 from reference import HIDDEN_ACTIVATIONS, STAT_NAMES, VALID_PAIRS
@@ -34,6 +36,18 @@ requires_compiled = pytest.mark.skipif(
     reason="compiled backend fastbp._kernels is not built (run `pip install .`)",
 )
 PAIR_IDS = ["-".join(p) for p in VALID_PAIRS]
+
+
+def _other_params():
+    report = fastbp.backends()
+    return [pytest.param(n, id=n, marks=[] if report[n].available else pytest.mark.skip(
+        reason=f"backend {n} unavailable: {report[n].reason}")) for n in ("cython", "numba")]
+
+
+@pytest.fixture(params=_other_params())
+def other(request):
+    """A backend compared with the NumPy reference backend (compiled, Numba)."""
+    return request.param
 RTOL_STEP = {np.dtype("float64"): 1e-12, np.dtype("float32"): 1e-5}
 RTOL_EPOCH = {np.dtype("float64"): 1e-9, np.dtype("float32"): 1e-3}
 
@@ -131,7 +145,8 @@ def _pair_of_nets(sizes, dtype, **kw):
     return a, b
 
 
-def _assert_backends_agree(na, nb, ha, hb, rtol, sizes, m, tables=("batch",), rows=None):
+def _assert_backends_agree(na, nb, ha, hb, rtol, sizes, m, tables=("batch",), rows=None,
+                           abs_scale=None):
     assert_layers_close(na.weights, nb.weights, rtol, "W")
     assert_layers_close(na.biases, nb.biases, rtol, "b")
     for t in tables:
@@ -140,49 +155,50 @@ def _assert_backends_agree(na, nb, ha, hb, rtol, sizes, m, tables=("batch",), ro
         for r in range(len(ta)) if rows is None else rows:
             unit = frac_units(sizes, m if t == "batch" else ha.settings["n_train"])
             assert_stats_close(table_stats(ta, r), table_stats(tb, r), rtol, frac_unit=unit,
-                               what=f"{t}[{r}]")
+                               what=f"{t}[{r}]", abs_scale=abs_scale)
 
 
-@requires_compiled
 @pytest.mark.parametrize("pair", VALID_PAIRS, ids=PAIR_IDS)
 @pytest.mark.parametrize("activation", HIDDEN_ACTIVATIONS)
-def test_one_step_cython_equals_numpy(rng, dtype, activation, pair):
+def test_one_step_equals_numpy(other, rng, dtype, activation, pair):
     output, cost = pair
     sizes = [6, 8, 7, 4]
     n = 16
     X = 2 * rng.standard_normal((n, sizes[0]))
-    y, _ = make_targets(rng, n, sizes[-1], output, cost)
+    y, Y = make_targets(rng, n, sizes[-1], output, cost)
     eta = 0.02 if output == "linear" else 0.3
     na, nb = _pair_of_nets(sizes, dtype, activation=activation, output=output, cost=cost,
                            init="normal", seed=3)
+    scales = summation_scales(reference_of(na, activation, output, cost), X, Y)
     kw = dict(epochs=1, batch_size=n, eta=eta, lmbda=1.0, record="batch", seed=0)
-    ha = _on("cython", lambda: na.fit(X, y, **kw))
+    ha = _on(other, lambda: na.fit(X, y, **kw))
     hb = _on("numpy", lambda: nb.fit(X, y, **kw))
-    _assert_backends_agree(na, nb, ha, hb, RTOL_STEP[dtype], sizes, n)
+    _assert_backends_agree(na, nb, ha, hb, RTOL_STEP[dtype], sizes, n, abs_scale=scales)
     assert ha.batch["cost"][0] == pytest.approx(hb.batch["cost"][0], rel=RTOL_STEP[dtype])
 
 
-@requires_compiled
 @pytest.mark.parametrize("pair", VALID_PAIRS, ids=PAIR_IDS)
 @pytest.mark.parametrize("activation", ["sigmoid", "relu", "tanh"])
-def test_gradient_cython_equals_numpy(rng, dtype, activation, pair):
+def test_gradient_equals_numpy(other, rng, dtype, activation, pair):
     output, cost = pair
     sizes = [6, 8, 7, 4]
     X = 2 * rng.standard_normal((30, sizes[0]))
-    y, _ = make_targets(rng, 30, sizes[-1], output, cost)
+    y, Y = make_targets(rng, 30, sizes[-1], output, cost)
     net = fastbp.Network(sizes, activation=activation, output=output, cost=cost, init="normal",
                          dtype=dtype, seed=1)
-    ga = _on("cython", lambda: net.gradient(X, y))
+    ga = _on(other, lambda: net.gradient(X, y))
     gb = _on("numpy", lambda: net.gradient(X, y))
     rtol = RTOL_STEP[dtype]
     assert_layers_close(ga.weights, gb.weights, rtol, "dW")
     assert_layers_close(ga.biases, gb.biases, rtol, "db")
     assert ga.cost == pytest.approx(gb.cost, rel=rtol)
-    assert_stats_close(ga.stats, gb.stats, rtol, frac_unit=frac_units(sizes, 30))
-    fa = _on("cython", lambda: net.forward(X))
+    scales = summation_scales(reference_of(net, activation, output, cost), X, Y)
+    assert_stats_close(ga.stats, gb.stats, rtol, frac_unit=frac_units(sizes, 30),
+                       abs_scale=scales)
+    fa = _on(other, lambda: net.forward(X))
     fb = _on("numpy", lambda: net.forward(X))
     np.testing.assert_allclose(fa, fb, rtol=rtol, atol=rtol * np.abs(fb).max())
-    assert _on("cython", lambda: net.cost(X, y, 2.0)) == pytest.approx(
+    assert _on(other, lambda: net.cost(X, y, 2.0)) == pytest.approx(
         _on("numpy", lambda: net.cost(X, y, 2.0)), rel=rtol)
 
 
@@ -194,10 +210,9 @@ OPTIMISERS = {
 }
 
 
-@requires_compiled
 @pytest.mark.parametrize("record", ["batch", "epoch"])
 @pytest.mark.parametrize("opt", list(OPTIMISERS))
-def test_short_epoch_cython_equals_numpy(rng, dtype, opt, record):
+def test_short_epoch_equals_numpy(other, rng, dtype, opt, record):
     """One epoch of 200 mini-batches (the last one shorter), the same order on both."""
     sizes = [10, 16, 12, 5]
     n, batch_size = 996, 5  # 199 mini-batches of 5 and one of 1: 200 in all
@@ -207,7 +222,7 @@ def test_short_epoch_cython_equals_numpy(rng, dtype, opt, record):
                            cost="log_likelihood", seed=5)
     kw = dict(epochs=1, batch_size=batch_size, eta=0.05, lmbda=0.5, record=record, seed=2,
               **OPTIMISERS[opt])
-    ha = _on("cython", lambda: na.fit(X, y, **kw))
+    ha = _on(other, lambda: na.fit(X, y, **kw))
     hb = _on("numpy", lambda: nb.fit(X, y, **kw))
     if record == "batch":
         assert len(ha.batch) == 200 and ha.batch["size"][-1] == 1
@@ -220,8 +235,7 @@ def test_short_epoch_cython_equals_numpy(rng, dtype, opt, record):
                                    atol=rtol * np.abs(nb.velocity).max())
 
 
-@requires_compiled
-def test_probe_and_validation_cython_equals_numpy(rng, dtype):
+def test_probe_and_validation_equals_numpy(other, rng, dtype):
     sizes = [5, 9, 3]
     X = rng.standard_normal((40, 5))
     y = rng.integers(0, 3, 40)
@@ -229,7 +243,7 @@ def test_probe_and_validation_cython_equals_numpy(rng, dtype):
                            cost="log_likelihood", seed=2)
     kw = dict(epochs=3, batch_size=7, eta=0.1, record=None, probe=(X[:10], y[:10]),
               validation=(X[10:], y[10:]), seed=4)
-    ha = _on("cython", lambda: na.fit(X, y, **kw))
+    ha = _on(other, lambda: na.fit(X, y, **kw))
     hb = _on("numpy", lambda: nb.fit(X, y, **kw))
     rtol = RTOL_EPOCH[dtype]
     for r in range(4):
@@ -250,9 +264,9 @@ def test_float32_statistics_agree_with_float64(backend, rng, activation, pair):
     sizes = [6, 8, 7, 4]
     n = 20
     X = rng.standard_normal((n, sizes[0])).astype(np.float32).astype(np.float64)
-    y, _ = make_targets(rng, n, sizes[-1], output, cost)
+    y, Y = make_targets(rng, n, sizes[-1], output, cost)
     if output == "linear":
-        y = y.astype(np.float32).astype(np.float64)
+        y = Y = y.astype(np.float32).astype(np.float64)
     n32 = fastbp.Network(sizes, activation=activation, output=output, cost=cost, init="normal",
                          dtype="float32", seed=6)
     n64 = fastbp.Network(sizes, activation=activation, output=output, cost=cost, dtype="float64",
@@ -260,12 +274,44 @@ def test_float32_statistics_agree_with_float64(backend, rng, activation, pair):
                                [np.asarray(b, np.float64) for b in n32.biases]))
     eta = 0.02 if output == "linear" else 0.3
     kw = dict(epochs=1, batch_size=n, eta=eta, lmbda=1.0, record="batch", seed=0)
+    scales = summation_scales(reference_of(n64, activation, output, cost), X, Y)
     h32 = n32.fit(X, y, **kw)
     h64 = n64.fit(X, y, **kw)
     assert_stats_close(table_stats(h32.batch, 0), table_stats(h64.batch, 0), 1e-4,
-                       frac_unit=frac_units(sizes, n), what="float32 vs float64")
+                       frac_unit=frac_units(sizes, n), what="float32 vs float64",
+                       abs_scale=scales)
+    scales = summation_scales(reference_of(n64, activation, output, cost), X, Y)
     g32, g64 = n32.gradient(X, y), n64.gradient(X, y)
     assert_stats_close(g32.stats, g64.stats, 1e-4, frac_unit=frac_units(sizes, n),
-                       what="gradient() float32 vs float64")
+                       what="gradient() float32 vs float64", abs_scale=scales)
     assert_layers_close(n32.weights, n64.weights, 1e-5, "W float32 vs float64")
     assert set(table_stats(h32.batch, 0)) == set(STAT_NAMES)
+
+
+SATURATED = [("float32", 10.0), ("float32", 12.0), ("float32", 15.0),
+             ("float64", 20.0), ("float64", 30.0), ("float64", 40.0)]
+
+
+@pytest.mark.parametrize("dt,z", SATURATED, ids=[f"{d}-z{z:g}" for d, z in SATURATED])
+def test_saturated_sigmoid_gradient(backend, dt, z):
+    """The gradient through one saturated sigmoid unit equals the exact value:
+    delta_0 = W_1 (a_1 - y) sigma'(z) = sigma(z) e / (1 + e)^2, e = exp(-z).
+
+    float32 within 1e-4 (SPEC section 6's float32-vs-float64 bound): z = 10 .. 15, where
+    1 - sigma(z) is 4.5e-5 .. 3e-7, i.e. 700 .. 5 float32 spacings near 1.
+    float64 within 1e-10 (the reference bound): z = 20 .. 40, where 1 - sigma(z) is
+    2e-9 .. 4e-18.  Computing sigma' as a (1 - a) from the rounded a loses those digits
+    (and gives exactly 0 once a rounds to 1: a vanishing gradient that is not there);
+    e / (1 + e)^2 with e = exp(-|z|) keeps them.
+    """
+    W = [np.zeros((1, 1)), np.ones((1, 1))]
+    b = [np.array([z]), np.zeros(1)]
+    net = fastbp.Network([1, 1, 1], activation="sigmoid", output="linear", cost="quadratic",
+                         init=(W, b), dtype=dt)
+    g = net.gradient(np.zeros((1, 1)), np.zeros((1, 1)))
+    e = np.exp(-z)
+    exact = e / (1 + e) ** 3
+    rtol = 1e-4 if dt == "float32" else 1e-10
+    assert float(g.biases[0][0]) == pytest.approx(exact, rel=rtol)
+    assert g.stats["speed"][0] == pytest.approx(exact, rel=rtol)
+    assert g.stats["slope_mean"][0] == pytest.approx(e / (1 + e) ** 2, rel=rtol)

@@ -65,9 +65,9 @@ def test_gradient_matches_finite_differences(backend, rng, activation, pair, ini
         for b in net.biases:
             b[...] = 0.5 * rng.standard_normal(b.shape)
     ref = reference_of(net, activation, output, cost)
-    X = rng.standard_normal((60, SIZES[0]))
+    X = rng.standard_normal((300, SIZES[0]))
     kind = "float" if output == "linear" else TARGET_KIND[cost]
-    y, Y = make_targets(rng, 60, SIZES[-1], output, cost, kind)
+    y, Y = make_targets(rng, 300, SIZES[-1], output, cost, kind)
     X, _, idx = away_from_kinks(ref, X, Y, margin=0.05, keep=6)
     _check(net, X, y[idx], SIZES)
 

@@ -47,8 +47,8 @@ def test_reference_backprop_matches_finite_differences(rng, activation, pair):
     output, cost = pair
     sizes = [3, 4, 3, 2]
     ref = _random_reference(rng, sizes, activation, output, cost)
-    X = rng.standard_normal((40, sizes[0]))
-    Y = _targets(rng, 40, sizes[-1], output)
+    X = rng.standard_normal((300, sizes[0]))
+    Y = _targets(rng, 300, sizes[-1], output)
     X, Y, _ = away_from_kinks(ref, X, Y, margin=0.05, keep=5)
 
     def f(theta):

@@ -281,11 +281,22 @@ def test_unknown_backend_in_environment(monkeypatch):
         _net().forward(_X())
 
 
-def test_unavailable_backend_is_an_error_never_a_downgrade(monkeypatch):
-    info = fastbp.backends()
-    missing = [name for name, i in info.items() if not i.available]
-    assert missing, "numba is registered but not provided in this version"
-    name = missing[0]
+@pytest.fixture
+def missing_numba(monkeypatch):
+    """Pretend the numba backend is not installed (its module cannot be imported)."""
+    from fastbp import _backends
+
+    monkeypatch.setitem(_backends._MODULES, "numba", "fastbp._backends._not_installed_for_test")
+    _backends._clear_cache()
+    yield "numba"
+    monkeypatch.undo()
+    _backends._clear_cache()
+
+
+def test_unavailable_backend_is_an_error_never_a_downgrade(monkeypatch, missing_numba):
+    name = missing_numba
+    info = fastbp.backends()[name]
+    assert not info.available and info.reason
     with pytest.raises(fastbp.BackendUnavailableError) as err:
         with fastbp.use_backend(name):
             pass

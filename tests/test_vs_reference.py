@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from helpers import (
+    COST_RTOL,
     assert_layers_close,
     assert_stats_close,
     frac_units,
@@ -47,7 +48,7 @@ def test_gradient_equals_reference(backend, rng, activation, pair):
     trace = ref.evaluate(X, Y)
     assert_layers_close(g.weights, trace.nabla_w, 1e-10, "dW")
     assert_layers_close(g.biases, trace.nabla_b, 1e-10, "db")
-    assert g.cost == pytest.approx(trace.cost, rel=1e-12)
+    assert g.cost == pytest.approx(trace.cost, rel=COST_RTOL)
     assert_stats_close(g.stats, statistics(ref, trace), 1e-10, frac_unit=frac_units(SIZES, 17))
     assert set(g.stats) == set(fastbp.STAT_NAMES)
 
@@ -64,8 +65,8 @@ def test_forward_predict_accuracy_cost_equal_reference(backend, rng, pair, kind)
     assert out.shape == (23, SIZES[-1]) and out.dtype == np.float64
     np.testing.assert_allclose(out, ref.feedforward_batch(X), rtol=1e-12, atol=1e-15)
     lmbda = 3.0
-    assert net.cost(X, y) == pytest.approx(ref.total_cost(X, Y), rel=1e-12)
-    assert net.cost(X, y, lmbda=lmbda) == pytest.approx(ref.total_cost(X, Y, lmbda), rel=1e-12)
+    assert net.cost(X, y) == pytest.approx(ref.total_cost(X, Y), rel=COST_RTOL)
+    assert net.cost(X, y, lmbda=lmbda) == pytest.approx(ref.total_cost(X, Y, lmbda), rel=COST_RTOL)
     if output != "linear":
         expected_labels = np.argmax(ref.feedforward_batch(X), axis=1)
         np.testing.assert_array_equal(net.predict(X), expected_labels)
@@ -84,7 +85,7 @@ def test_single_sigmoid_output_unit_labels(backend, rng):
     np.testing.assert_array_equal(net.predict(X), (a > 0.5).astype(int))
     assert net.accuracy(X, y) == pytest.approx(np.mean((a > 0.5) == y), abs=0)
     assert net.cost(X, y) == pytest.approx(ref.total_cost(X, y.reshape(-1, 1).astype(float)),
-                                           rel=1e-12)
+                                           rel=COST_RTOL)
 
 
 @pytest.mark.parametrize("pair", VALID_PAIRS, ids=PAIR_IDS)
@@ -105,10 +106,10 @@ def test_one_fit_step_equals_reference(backend, rng, activation, pair):
     assert len(h.batch) == 1
     assert_stats_close(table_stats(h.batch, 0), step_statistics(ref, step), 1e-10,
                        frac_unit=frac_units(SIZES, n))
-    assert h.batch["cost"][0] == pytest.approx(step.trace.cost, rel=1e-12)
+    assert h.batch["cost"][0] == pytest.approx(step.trace.cost, rel=COST_RTOL)
     # the epoch's training cost: mean of the mini-batch costs + L2 term at the end (documented)
     l2 = 0.5 * lmbda / n * sum(np.sum(w ** 2) for w in ref.weights)
-    assert h.epoch["train_cost"][0] == pytest.approx(step.trace.cost + l2, rel=1e-12)
+    assert h.epoch["train_cost"][0] == pytest.approx(step.trace.cost + l2, rel=COST_RTOL)
 
 
 @pytest.mark.parametrize("opt", ["sgd", "momentum", "nesterov"])
@@ -136,7 +137,7 @@ def test_fit_mini_batches_equal_reference(backend, rng, pair, opt):
     for k, step in enumerate(steps):
         assert_stats_close(table_stats(h.batch, k), step_statistics(ref, step), 1e-10,
                            frac_unit=frac_units(SIZES, step.trace.m), what=f"row {k}")
-    np.testing.assert_allclose(h.batch["cost"], [s.trace.cost for s in steps], rtol=1e-12)
+    np.testing.assert_allclose(h.batch["cost"], [s.trace.cost for s in steps], rtol=COST_RTOL)
     if opt != "sgd":
         from helpers import flatten
 

@@ -7,9 +7,14 @@ the signatures of ``fastbp/_contract.py``.  Three are known:
     ``fastbp._backends.cython_backend``, a thin re-export of the compiled extension
     ``fastbp._kernels`` (the default and the fastest).
 ``numba``
-    The seam for a later Numba implementation; registered as unavailable in this
-    version so that ``fastbp.backends()`` already lists it and the selection order
-    is final.
+    ``fastbp._backends.numba_backend``, the same fused pass JIT-compiled by Numba
+    (an optional dependency: ``pip install "fastbp[numba]"``), for installations
+    without the compiled extension.  Importing it imports Numba, so it is imported
+    only when asked for or selected (``import fastbp`` never imports Numba); a Numba
+    that fails to import (a NumPy it does not support, a broken llvmlite) makes the
+    backend unavailable with that reason.  Its ``detail`` says where the compiled
+    kernels are cached (``NUMBA_CACHE_DIR`` is honoured), or that they are compiled
+    in memory because no cache directory is writable.
 ``numpy``
     ``fastbp._backends.numpy_backend``, the readable reference (the tests' oracle).
 
@@ -22,7 +27,10 @@ on to one), in this order of precedence:
    :class:`contextvars.ContextVar`, so threads and asyncio tasks do not see each
    other's choice);
 2. the ``FASTBP_BACKEND`` environment variable (read at each resolution);
-3. the first available of ``cython``, ``numba``, ``numpy``.
+3. the first available of ``cython``, ``numba``, ``numpy``.  Falling back past an
+   unavailable backend is never silent: the first time it happens in a process, a
+   :class:`BackendFallbackWarning` names the backend that is used and why the ones
+   before it are unavailable (e.g. the compiled extension was not built).
 
 A backend asked for by name (1 or 2) that cannot be loaded raises
 :class:`fastbp.BackendUnavailableError` with the original reason and how to get
@@ -39,6 +47,7 @@ import contextvars
 import importlib
 import os
 import threading
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from types import ModuleType
@@ -49,6 +58,7 @@ __all__ = [
     "BACKEND_NAMES",
     "ENV_VAR",
     "PUBLIC_API",
+    "BackendFallbackWarning",
     "BackendInfo",
     "backends",
     "current_backend_name",
@@ -69,22 +79,37 @@ ENV_VAR = "FASTBP_BACKEND"
 # this version (the reason is then in _NOT_PROVIDED).
 _MODULES: dict[str, str | None] = {
     "cython": "fastbp._backends.cython_backend",
-    "numba": None,
+    "numba": "fastbp._backends.numba_backend",
     "numpy": "fastbp._backends.numpy_backend",
 }
-_NOT_PROVIDED = {"numba": "not implemented yet in this version"}
+_NOT_PROVIDED: dict[str, str] = {}
 _REMEDIES = {
     "cython": (
         "reinstall with `pip install .` so the extension is compiled (it needs a C "
         "compiler, Cython >= 3 and SciPy; `pip install -v .` shows the build log)"
     ),
-    "numba": "use the 'cython' backend (the default) or the 'numpy' backend",
+    "numba": (
+        "install Numba with `pip install \"fastbp[numba]\"` (pip picks a Numba release "
+        "that supports the installed NumPy), or use the 'cython' or 'numpy' backend"
+    ),
     "numpy": "reinstall fastbp with `pip install .` (the NumPy backend ships with it)",
 }
 
 _forced: contextvars.ContextVar[str | None] = contextvars.ContextVar("fastbp_backend", default=None)
 _cache: dict[str, ModuleType | BackendUnavailableError] = {}
 _lock = threading.Lock()
+_fallback_warned = False
+
+
+class BackendFallbackWarning(UserWarning):
+    """The automatic selection skipped an unavailable backend (issued once per process).
+
+    For instance the compiled extension was not built or failed to import, and
+    fastbp runs on Numba (or, without Numba, on the slow NumPy backend).  The
+    message names the backend used and the reason of each one skipped.  Silence it
+    with ``warnings.filterwarnings("ignore", category=BackendFallbackWarning)``, or
+    choose a backend explicitly (``FASTBP_BACKEND``, :func:`use_backend`).
+    """
 
 
 @dataclass(frozen=True)
@@ -135,6 +160,8 @@ def _import(name: str) -> ModuleType | BackendUnavailableError:
     try:
         module = importlib.import_module(path)
     except ImportError as exc:
+        if name == "cython" and _built_without_extension():
+            return BackendUnavailableError(name, _NO_EXTENSION_REASON, _REMEDIES[name])
         return BackendUnavailableError(name, str(exc) or type(exc).__name__, _REMEDIES[name])
     except Exception as exc:  # e.g. a binary-incompatible extension raises ValueError
         return BackendUnavailableError(name, f"{type(exc).__name__}: {exc}", _REMEDIES[name])
@@ -144,6 +171,20 @@ def _import(name: str) -> ModuleType | BackendUnavailableError:
             name, f"module {path} does not provide {', '.join(missing)}", _REMEDIES[name]
         )
     return module
+
+
+#: Reason given for the compiled backend when fastbp was installed without it on purpose.
+_NO_EXTENSION_REASON = (
+    "fastbp was installed without its compiled extension (FASTBP_BUILD_EXTENSION=OFF)"
+)
+
+
+def _built_without_extension() -> bool:
+    """Whether this installation was built with ``FASTBP_BUILD_EXTENSION=OFF``.
+
+    CMake then installs the marker file ``fastbp/_no_extension`` (see CMakeLists.txt).
+    """
+    return os.path.exists(os.path.join(os.path.dirname(os.path.dirname(__file__)), "_no_extension"))
 
 
 def _load(name: str) -> ModuleType | BackendUnavailableError:
@@ -156,9 +197,37 @@ def _load(name: str) -> ModuleType | BackendUnavailableError:
 
 
 def _clear_cache() -> None:
-    """Forget import results (for tests that fake an installation)."""
+    """Forget import results and the fallback warning (for tests that fake an installation)."""
+    global _fallback_warned
     with _lock:
         _cache.clear()
+        _fallback_warned = False
+
+
+def _warn_fallback(chosen: str, skipped: list[BackendUnavailableError]) -> None:
+    """Say once per process that the automatic selection fell back to ``chosen``.
+
+    Not when the only backend skipped is the compiled one of an installation built
+    without it on purpose (``FASTBP_BUILD_EXTENSION=OFF``): ``fastbp.backends()``
+    reports that choice, and a warning at every start would be noise.
+    """
+    global _fallback_warned
+    if all(e.reason == _NO_EXTENSION_REASON for e in skipped):
+        return
+    with _lock:
+        if _fallback_warned:
+            return
+        _fallback_warned = True
+    reasons = "; ".join(f"{e.backend}: {e.reason}" for e in skipped)
+    slow = ""
+    if chosen == "numpy":
+        slow = " (slow: install Numba with `pip install \"fastbp[numba]\"`)"
+    warnings.warn(
+        f"fastbp is using the {chosen!r} backend{slow} because {reasons}. "
+        f"To get the compiled backend: {_REMEDIES['cython']}",
+        BackendFallbackWarning,
+        stacklevel=4,
+    )
 
 
 def _requested() -> str | None:
@@ -184,6 +253,8 @@ def _resolve() -> tuple[str, ModuleType]:
     for candidate in BACKEND_NAMES:
         result = _load(candidate)
         if not isinstance(result, BackendUnavailableError):
+            if errors:
+                _warn_fallback(candidate, errors)
             return candidate, result
         errors.append(result)
     raise BackendUnavailableError(

@@ -1,0 +1,157 @@
+"""Workloads A, B and C of issue 4, side by side: fastbp's backends and the peers.
+
+Groups (``--benchmark-group-by=group``) are one workload, dtype and thread count,
+e.g. ``B float32, 2 threads: ...``; each holds
+
+* fastbp through the backend contract (``train_epoch`` on prepared arrays: the
+  epoch only), for every backend (cython, numba when available, numpy), every
+  record mode (``batch`` = all statistics of every mini-batch, ``epoch``,
+  ``none``) -- the statistics cost is record=batch over record=none;
+* one row through the public ``Network.fit`` (validation, one-hot and recorder
+  included), for reference;
+* the peers of ``_peers.py`` without recording (``none``) and recording ||g_b|| of
+  every layer and mini-batch (``speed``);
+* for B: the same matrix products done alone with SciPy's BLAS (``gemm-only``).
+
+The rows of workload A that issue 2 asked for (cython record batch/none, the numpy
+backend, the NumPy loop with speeds, 1 thread) are in ``test_core_epoch.py``, in
+the same groups.  Every row is checked against the NumPy reference backend.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from _harness import (
+    DTYPES,
+    PEER_THREADS,
+    SMOKE,
+    WORKLOADS,
+    annotate,
+    backend_detail,
+    backend_or_skip,
+    check_fastbp,
+    check_peer,
+    contract_runner,
+    fit_runner,
+    group_name,
+    is_installed,
+    problem,
+    time_runner,
+)
+from _peers import FACTORIES, NEEDS, PEERS, gemm_only
+
+
+def in_core_epoch(key, impl, record, threads):
+    """Rows timed by test_core_epoch.py (not repeated here)."""
+    return (
+        key == "A"
+        and threads == 1
+        and (impl, record) in {("cython", "batch"), ("cython", "none"), ("numpy", "batch"), ("numpy-loop", "speed")}
+    )
+
+
+def _fastbp_params():
+    out = []
+    for key, dtypes in DTYPES.items():
+        for dtype in dtypes:
+            for backend in ("cython", "numba", "numpy"):
+                records = ("batch",) if backend == "numpy" else ("batch", "none", "epoch")
+                # BLAS threads matter only for B's large products (A and C are
+                # single-threaded work at these sizes); the reference backend is
+                # timed on A (test_core_epoch.py), elsewhere it is only the oracle.
+                threads = (1,) if backend == "numpy" else PEER_THREADS[key]
+                if backend == "numpy" and key != "A" and not SMOKE:
+                    continue
+                for record in records:
+                    for t in threads:
+                        if in_core_epoch(key, backend, record, t):
+                            continue
+                        out.append(
+                            pytest.param(key, dtype, t, backend, record, id=f"{key}-{dtype}-{t}t-{backend}-{record}")
+                        )
+    return out
+
+
+@pytest.mark.parametrize(("key", "dtype", "threads", "backend", "record"), _fastbp_params())
+def test_fastbp(benchmark, key, dtype, threads, backend, record):
+    module = backend_or_skip(backend)
+    w = WORKLOADS[key]
+    p = problem(w, dtype)
+    runner = contract_runner(module, p, record)
+    benchmark.group = group_name(w, dtype, threads)
+    time_runner(benchmark, runner, threads)
+    checked = check_fastbp(p, runner.result(), runner.batches, record)
+    annotate(
+        benchmark, p, runner, f"fastbp-{backend}", record=record, threads=threads,
+        kernels=backend_detail(backend), **checked,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("key", "dtype"), [pytest.param(k, d, id=f"{k}-{d}") for k, ds in DTYPES.items() for d in ds]
+)
+def test_fastbp_fit(benchmark, key, dtype):
+    """The public API, one epoch of ``Network.fit(record="batch")`` with the default backend."""
+    w = WORKLOADS[key]
+    p = problem(w, dtype)
+    runner = fit_runner(p, "batch")
+    benchmark.group = group_name(w, dtype, 1)
+    time_runner(benchmark, runner, 1)
+    checked = check_fastbp(p, runner.result(), runner.batches, "batch")
+    annotate(benchmark, p, runner, "fastbp-fit", record="batch", threads=1, **checked)
+
+
+#: network2 is timed over the first 1/FRACTION of the epoch and extrapolated.
+NETWORK2_FRACTION = {"A": 10, "B": 50, "C": 10}
+
+
+def peer_batches(peer, w):
+    if peer == "network2" and not SMOKE:
+        return max(2, w.n_batches // NETWORK2_FRACTION[w.key])
+    return w.n_batches
+
+
+def _peer_params():
+    out = []
+    for key, dtypes in DTYPES.items():
+        for dtype in dtypes:
+            for t in PEER_THREADS[key]:
+                for peer in PEERS:
+                    for record in ("none", "speed") if t == 1 else ("none",):
+                        if in_core_epoch(key, peer, record, t):
+                            continue
+                        out.append(
+                            pytest.param(key, dtype, t, peer, record, id=f"{key}-{dtype}-{t}t-{peer}-{record}")
+                        )
+    return out
+
+
+@pytest.mark.peer
+@pytest.mark.parametrize(("key", "dtype", "threads", "peer", "record"), _peer_params())
+def test_peer(benchmark, key, dtype, threads, peer, record):
+    if NEEDS[peer] is not None:
+        reason = is_installed(NEEDS[peer])
+        if reason:
+            pytest.skip(reason)
+    w = WORKLOADS[key]
+    p = problem(w, dtype)
+    runner = FACTORIES[peer](p, peer_batches(peer, w), record)
+    benchmark.group = group_name(w, dtype, threads)
+    time_runner(benchmark, runner, threads)
+    checked = check_peer(p, runner.result(), runner.batches)
+    annotate(benchmark, p, runner, peer, record=record, threads=threads, **checked)
+
+
+@pytest.mark.parametrize("threads", [1, 2], ids=["1t", "2t"])
+@pytest.mark.parametrize("dtype", DTYPES["B"])
+def test_gemm_only(benchmark, dtype, threads):
+    """B's matrix products alone (SciPy's BLAS): the throughput goal's denominator."""
+    w = WORKLOADS["B"]
+    p = problem(w, dtype)
+    runner = gemm_only(p, w.n_batches)
+    benchmark.group = group_name(w, dtype, threads)
+    time_runner(benchmark, runner, threads)
+    annotate(
+        benchmark, p, runner, "gemm-only", record="none", threads=threads, gemm_flops=w.gemm_flops()
+    )
