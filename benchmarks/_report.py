@@ -21,7 +21,13 @@ PEER_TITLES = {
     "jax-loop": "JAX jit step loop",
     "jax-scan": "JAX jit lax.scan epoch",
 }
-TABLE_ROWS = (("A", "float64"), ("A", "float32"), ("B", "float32"), ("C", "float32"), ("C", "float64"))
+TABLE_ROWS = (
+    ("A", "float64"),
+    ("A", "float32"),
+    ("B", "float32"),
+    ("C", "float32"),
+    ("C", "float64"),
+)
 
 
 @dataclass
@@ -115,25 +121,28 @@ def _ratio(a, b):
     return None if a is None or b is None or b == 0 else a / b
 
 
-def _threads_cell(res: Results, fn, threads_list) -> str:
-    return " / ".join(_fmt(fn(t)) for t in threads_list)
-
-
 def peer_table(res: Results) -> str:
     head = ["workload"] + [PEER_TITLES[p] for p in PEER_COLUMNS]
-    head += ["FLOP-bound limit", "**fastbp** record=batch", "fastbp record=None", "fastbp `Network.fit`"]
+    head += [
+        "FLOP-bound limit",
+        "**fastbp** record=batch",
+        "fastbp record=None",
+        "fastbp `Network.fit`",
+    ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for w, d in TABLE_ROWS:
         threads = (1, 2) if w == "B" else (1,)
-        if all(res.fastbp(w, d, t) is None and res.peer(w, d, t, "numpy-loop") is None for t in threads):
+        if all(
+            res.fastbp(w, d, t) is None and res.peer(w, d, t, "numpy-loop") is None for t in threads
+        ):
             continue
         label = f"{w} {d[-2:] == '64' and 'f64' or 'f32'}" + (", 1 / 2 threads" if w == "B" else "")
         cells = [label]
         for p in PEER_COLUMNS:
-            cells.append(_threads_cell(res, lambda t, p=p: res.peer(w, d, t, p), threads))
-        cells.append(_threads_cell(res, lambda t: res.limit(w, d, t), threads))
-        cells.append("**" + _threads_cell(res, lambda t: res.fastbp(w, d, t), threads) + "**")
-        cells.append(_threads_cell(res, lambda t: res.fastbp(w, d, t, "none"), threads))
+            cells.append(" / ".join(_fmt(res.peer(w, d, t, p)) for t in threads))
+        cells.append(" / ".join(_fmt(res.limit(w, d, t)) for t in threads))
+        cells.append("**" + " / ".join(_fmt(res.fastbp(w, d, t)) for t in threads) + "**")
+        cells.append(" / ".join(_fmt(res.fastbp(w, d, t, "none")) for t in threads))
         cells.append(_fmt(res.t(w, d, 1, "fastbp-fit", "batch")))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -141,7 +150,15 @@ def peer_table(res: Results) -> str:
 
 def backend_table(res: Results) -> str:
     """Every fastbp row: backend x record x threads, per workload and dtype."""
-    head = ["workload", "backend", "threads", "record=batch", "record=epoch", "record=None", "batch / None"]
+    head = [
+        "workload",
+        "backend",
+        "threads",
+        "record=batch",
+        "record=epoch",
+        "record=None",
+        "batch / None",
+    ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for w, d in TABLE_ROWS:
         for backend in ("cython", "numba", "numpy"):
@@ -157,7 +174,11 @@ def backend_table(res: Results) -> str:
 
 def recording_table(res: Results) -> str:
     """What recording ||g_b|| of every layer after every mini-batch costs each peer."""
-    head = ["workload"] + [PEER_TITLES[p].rstrip("*") for p in PEER_COLUMNS] + ["fastbp (all statistics)"]
+    head = (
+        ["workload"]
+        + [PEER_TITLES[p].rstrip("*") for p in PEER_COLUMNS]
+        + ["fastbp (all statistics)"]
+    )
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for w, d in TABLE_ROWS:
         cells = [f"{w} {d}"]
@@ -220,8 +241,18 @@ def goals(rows_or_res) -> list[Goal]:
                 )  # fmt: skip
     # issue 2: cython >= 4x faster than the numpy backend and the NumPy loop on A
     f = res.fastbp("A", "float64", 1)
-    add("A float64 (issue 2): numpy backend / fastbp", _ratio(res.t("A", "float64", 1, "fastbp-numpy", "batch"), f), ">=", 4.0)
-    add("A float64 (issue 2): NumPy loop / fastbp", _ratio(res.peer("A", "float64", 1, "numpy-loop", "speed"), f), ">=", 4.0)
+    add(
+        "A float64 (issue 2): numpy backend / fastbp",
+        _ratio(res.t("A", "float64", 1, "fastbp-numpy", "batch"), f),
+        ">=",
+        4.0,
+    )
+    add(
+        "A float64 (issue 2): NumPy loop / fastbp",
+        _ratio(res.peer("A", "float64", 1, "numpy-loop", "speed"), f),
+        ">=",
+        4.0,
+    )
     return out
 
 
@@ -269,11 +300,20 @@ def scaling_tables(res: Results) -> str:
             continue
         labels = [lab for _, _, lab in SCALING_IMPLS if lab in data[sweep]]
         xs = sorted({x for lab in labels for x in data[sweep][lab]})
-        title = {"depth": "weight layers L", "width": "hidden width", "batch": "mini-batch size"}[sweep]
+        title = {"depth": "weight layers L", "width": "hidden width", "batch": "mini-batch size"}[
+            sweep
+        ]
         lines = ["| " + " | ".join([title] + labels) + " |", "|" + "---|" * (len(labels) + 1)]
         for x in xs:
-            lines.append("| " + " | ".join([str(x)] + [_fmt(data[sweep][lab].get(x)) for lab in labels]) + " |")
-        parts.append(f"Scaling, {sweep} (seconds per 10,000-example epoch, float64, 1 thread):\n\n" + "\n".join(lines))
+            lines.append(
+                "| "
+                + " | ".join([str(x)] + [_fmt(data[sweep][lab].get(x)) for lab in labels])
+                + " |"
+            )
+        parts.append(
+            f"Scaling, {sweep} (seconds per 10,000-example epoch, float64, 1 thread):\n\n"
+            + "\n".join(lines)
+        )
     return "\n\n".join(parts)
 
 
@@ -321,7 +361,10 @@ def render(rows, header: bool = True) -> str:
         parts.append("# fastbp benchmark results (seconds per epoch, medians)")
     if res.peak:
         parts.append("Large-GEMM throughput (SciPy's OpenBLAS, same run):\n\n" + peak_table(res))
-    parts.append("Workloads (seconds per epoch; * = extrapolated from part of the epoch):\n\n" + peer_table(res))
+    parts.append(
+        "Workloads (seconds per epoch; * = extrapolated from part of the epoch):\n\n"
+        + peer_table(res)
+    )
     parts.append("fastbp backends and record modes:\n\n" + backend_table(res))
     parts.append("Cost of recording (record / no record, same run):\n\n" + recording_table(res))
     parts.append("Goals of issue 4 (and issue 2's):\n\n" + goal_table(res))

@@ -35,10 +35,10 @@ GOAL = {"A": 1.10, "B": 1.05, "C": 1.05}
 
 def child(key: str, dtype: str, record: str, k: int) -> None:
     """Run k mini-batches of the workload through the compiled backend (under valgrind)."""
-    import numpy as np
-
-    from _harness import WORKLOADS, contract_runner, problem
     import _harness
+    import numpy as np
+    from _harness import WORKLOADS, contract_runner, problem
+
     from fastbp._backends import get_backend
 
     w = replace(WORKLOADS[key], n=k * WORKLOADS[key].batch)
@@ -87,7 +87,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workloads", default="A,B,C")
     ap.add_argument("--kernels", default=None, help="FASTBP_KERNELS variant (default: best)")
-    ap.add_argument("--child", nargs=4, metavar=("W", "DTYPE", "RECORD", "K"), help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--child", nargs=4, metavar=("W", "DTYPE", "RECORD", "K"), help=argparse.SUPPRESS
+    )
     args = ap.parse_args(argv)
     if args.child:
         key, dtype, record, k = args.child
@@ -101,7 +103,9 @@ def main(argv=None) -> int:
         none = count(key, "none", args.kernels)
         ratio = batch / none
         ok = "met" if ratio <= GOAL[key] else f"missed by {ratio / GOAL[key]:.2f}x"
-        print(f"| {key} {dtype} | {k} | {batch:,} | {none:,} | {ratio:.3f} | <= {GOAL[key]:.2f} ({ok}) |", flush=True)
+        cells = [f"{key} {dtype}", str(k), f"{batch:,}", f"{none:,}", f"{ratio:.3f}"]
+        cells.append(f"<= {GOAL[key]:.2f} ({ok})")
+        print("| " + " | ".join(cells) + " |", flush=True)
     return 0
 
 

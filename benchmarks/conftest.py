@@ -22,8 +22,6 @@ from __future__ import annotations
 import os
 import sys
 
-import pytest
-
 sys.path.insert(0, os.path.dirname(__file__))
 
 from _harness import SMOKE, blas_report, scipy_blas_kernel  # noqa: E402

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from _harness import SMOKE, blas_gemm, gemm_into, scipy_blas_kernel, time_runner, Runner
+from _harness import SMOKE, Runner, blas_gemm, gemm_into, scipy_blas_kernel, time_runner
 
 N = 256 if SMOKE else 2048
 

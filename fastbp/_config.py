@@ -2,8 +2,8 @@
 
 No other module of fastbp passes options to Numba: the kernels of
 ``fastbp/_backends/numba_backend.py`` are decorated with :func:`jit` (or
-``jit(inline=True)``) from here, and a test rejects any ``fastmath=`` or direct
-``numba.njit``/``numba.jit`` elsewhere (STYLE.md, practice 13).
+``jit(entry=True)`` / ``jit(exact=True)``) from here, and a test rejects any
+``fastmath=`` or direct ``numba.njit``/``numba.jit`` elsewhere (STYLE.md, practice 13).
 
 This module does not import Numba at import time; :func:`import_numba` does, and
 turns every way Numba can fail to import (not installed, a NumPy it does not
@@ -47,6 +47,13 @@ The options
     propagation that the statistics and SPEC section 5 rely on) and ``afn``
     (approximate ``exp``/``log``/``tanh``).  These flags move results by an ulp
     or so; SPEC section 6's tolerances are far wider.
+
+    Kernels decorated ``@jit(exact=True)`` get :data:`EXACT_FASTMATH` (``contract``
+    only) instead: the vectorised ``exp`` relies on the exact rounding of
+    ``(x*log2e + 1.5*2**52) - 1.5*2**52`` and on a Cody-Waite split of ln 2, which
+    reassociation would destroy (the compiled backend builds ``vmath.c`` with
+    ``-fno-associative-math`` for the same reason).  Numba does not inline one
+    kernel into another at LLVM level, so these flags stay with their function.
 ``cache``
     ``True`` when Numba finds a writable cache directory (``NUMBA_CACHE_DIR`` if
     set, else ``__pycache__`` next to the source, else the user-wide cache
@@ -63,6 +70,7 @@ from typing import Any
 __all__ = [
     "BOUNDSCHECK",
     "CACHE_ENV_VAR",
+    "EXACT_FASTMATH",
     "FASTMATH",
     "cache_report",
     "import_numba",
@@ -72,6 +80,9 @@ __all__ = [
 
 #: LLVM fast-math flags of every kernel (see the module docstring): no nnan, ninf, afn.
 FASTMATH = frozenset({"reassoc", "nsz", "contract", "arcp"})
+
+#: Flags of the ``exact=True`` kernels (range reductions that need IEEE rounding).
+EXACT_FASTMATH = frozenset({"contract"})
 
 #: Flags that must never appear in :data:`FASTMATH` (NaN/Inf must keep their meaning).
 FORBIDDEN_FASTMATH = frozenset({"nnan", "ninf", "afn", "fast"})
@@ -109,7 +120,7 @@ def _cache_wanted() -> bool:
     return os.environ.get(CACHE_ENV_VAR, "1").strip().lower() not in ("0", "false", "off", "no")
 
 
-def jit_options(entry: bool = False) -> dict[str, Any]:
+def jit_options(entry: bool = False, exact: bool = False) -> dict[str, Any]:
     """The options given to ``numba.njit`` (without ``cache``, decided per function).
 
     Parameters
@@ -119,13 +130,15 @@ def jit_options(entry: bool = False) -> dict[str, Any]:
         only from compiled code and are built without the CPython and C-callback
         wrappers (``no_cpython_wrapper``, ``no_cfunc_wrapper``), which saves a good
         part of the compile time.
+    exact : bool
+        Use :data:`EXACT_FASTMATH` (no reassociation) instead of :data:`FASTMATH`.
     """
     options: dict[str, Any] = dict(
         nogil=True,
         parallel=False,
         error_model="numpy",
         boundscheck=BOUNDSCHECK,
-        fastmath=set(FASTMATH),
+        fastmath=set(EXACT_FASTMATH if exact else FASTMATH),
     )
     if not entry:
         options["no_cpython_wrapper"] = True
@@ -133,18 +146,19 @@ def jit_options(entry: bool = False) -> dict[str, Any]:
     return options
 
 
-def jit(func=None, *, entry: bool = False):
+def jit(func=None, *, entry: bool = False, exact: bool = False):
     """Decorate a kernel with :func:`jit_options`, cached where a directory is writable.
 
-    Usable as ``@jit`` (a kernel called from compiled code only) or
-    ``@jit(entry=True)`` (a driver called from Python).  Caching is tried first; when
+    Usable as ``@jit`` (a kernel called from compiled code only),
+    ``@jit(entry=True)`` (a driver called from Python) or ``@jit(exact=True)`` (see
+    :data:`EXACT_FASTMATH`).  Caching is tried first; when
     Numba finds no writable cache location it raises ``RuntimeError`` at decoration,
     and the kernel is then compiled in memory (recorded for :func:`cache_report`).
     """
     if func is None:
-        return lambda f: jit(f, entry=entry)
+        return lambda f: jit(f, entry=entry, exact=exact)
     numba = import_numba()
-    options = jit_options(entry=entry)
+    options = jit_options(entry=entry, exact=exact)
     name = f"{func.__module__}.{func.__qualname__}"
     if getattr(numba.config, "DISABLE_JIT", False):
         return numba.njit(**options)(func)

@@ -20,6 +20,7 @@ stops within about one mini-batch and raises :class:`fastbp.TrainingInterrupted`
 
 from __future__ import annotations
 
+import math
 import signal
 import threading
 import time
@@ -268,6 +269,8 @@ class Network:
         self._n_updates = int(n_updates)
         self._init_name = init_name
         self._workspaces: dict[tuple[str, int], Any] = {}
+        # seconds of fixed cost of a train_epoch call, per workspace (see _ChunkSizer)
+        self._call_overhead: dict[tuple[str, int], float] = {}
         # one computation at a time (workspaces are shared); re-entrant for internals
         self._lock = threading.RLock()
         # the shuffling generator of the last fit (seed="continue" continues it)
@@ -448,6 +451,10 @@ class Network:
     def __getstate__(self) -> dict[str, Any]:
         # Copies, so that copy.copy (which does not copy the state) is independent too.
         # Workspaces are scratch memory: not pickled, re-made on first use.
+        with self._lock:  # a consistent snapshot, never one taken half way through a step
+            return self._state()
+
+    def _state(self) -> dict[str, Any]:
         lay = self._layout
         return {
             "version": _STATE_VERSION,
@@ -854,9 +861,10 @@ class Network:
         * The probe cost is the mean data cost only.
         * Momentum velocity and ``n_updates`` persist across calls (see
           :meth:`reset_optimizer`).
-        * Each epoch runs as a few compiled calls of about 20 ms (sized from the
-          measured time per mini-batch); Ctrl-C is noticed between them.  The results
-          are the same bits whatever the split.
+        * Each epoch runs as compiled calls of about 20 ms (sized from the measured
+          time per mini-batch, and long enough that the fixed cost of a call stays
+          under 5% of it); Ctrl-C is noticed between them.  The results are the same
+          bits whatever the split.
         """
         # ---- validation: everything is checked before any backend code runs
         buffers = (self._params, self._velocity)
@@ -998,11 +1006,8 @@ class Network:
         ws_prb = self._eval_workspace(name, backend, prb[0].shape[0]) if prb else None
         lay, params, velocity = self._layout, self._params, self._velocity
         nb = rec.n_batches
-        # mini-batches per compiled call: fixed (_chunk), or sized from the measured
-        # time per mini-batch so that a call takes about _chunk_seconds
-        chunk = self._chunk if self._chunk else 1
-        adaptive = not self._chunk
-        target = float(self._chunk_seconds)
+        sizer = _ChunkSizer(self._chunk, float(self._chunk_seconds), nb)
+        sizer.overhead = self._call_overhead.get((name, batch_size))
 
         def finish() -> History:
             settings["n_updates_end"] = self._n_updates
@@ -1033,9 +1038,22 @@ class Network:
             skipped = 0
             start = 0
             while start < nb:
-                stop = min(start + chunk, nb)
                 row0 = e * nb + start
                 hyper.t = self._n_updates
+                if sizer.wants_overhead(start):
+                    # a call of no mini-batch costs what every call costs besides its
+                    # mini-batches (argument checks, per-call set-up of the kernel)
+                    times = []
+                    for _ in range(2):
+                        t0 = time.perf_counter()
+                        backend.train_epoch(
+                            lay, ws, params, velocity, X, Y, order, batch_size, start, start,
+                            hyper, rec.batch_block(row0, 0), rec.epoch_block(e),
+                            rec.batch_cost[row0:row0],
+                        )  # fmt: skip
+                        times.append(time.perf_counter() - t0)
+                    sizer.overhead = self._call_overhead[(name, batch_size)] = min(times)
+                stop = min(start + sizer.size, nb)
                 t0 = time.perf_counter()
                 t, n_sk, fault_batch, fault_layer, fault_phase = backend.train_epoch(
                     lay,
@@ -1066,9 +1084,7 @@ class Network:
                         history=finish(),
                     )
                 rec.batch_rows = e * nb + stop
-                if adaptive:
-                    per_batch = max(elapsed, 1e-7) / (stop - start)
-                    chunk = max(1, min(int(target / per_batch), 8 * chunk, nb))
+                sizer.update(elapsed, stop - start)
                 start = stop
                 if start < nb:
                     stop_if_interrupted(e, start)
@@ -1095,14 +1111,50 @@ class Network:
         return history
 
 
+class _ChunkSizer:
+    """Mini-batches per compiled call of ``fit``.
+
+    Fixed when ``Network._chunk`` is set.  Otherwise sized from measurements so that a
+    call takes about ``target`` seconds (the Ctrl-C latency) -- but long enough that
+    the fixed cost of a call (``overhead``, measured once per network and batch size
+    by a call of no mini-batch) stays under ``MAX_OVERHEAD`` of it: throughput first.
+    Starts at one mini-batch and grows at most 8x per call.
+    """
+
+    MAX_OVERHEAD = 0.05
+
+    def __init__(self, fixed: int | None, target: float, n_batches: int) -> None:
+        self.fixed = fixed
+        self.target = target
+        self.n_batches = n_batches
+        self.size = min(fixed, n_batches) if fixed else 1
+        self.overhead: float | None = None
+
+    def wants_overhead(self, start: int) -> bool:
+        return not self.fixed and self.overhead is None and 0 < start < self.n_batches
+
+    def update(self, elapsed: float, batches: int) -> None:
+        if self.fixed:
+            return
+        overhead = self.overhead or 0.0
+        per_batch = max(elapsed - overhead, 0.1 * elapsed, 1e-9) / batches
+        size = int(self.target / per_batch)
+        if overhead > 0:
+            size = max(size, math.ceil(overhead / (self.MAX_OVERHEAD * per_batch)))
+        self.size = max(1, min(size, 8 * self.size, self.n_batches))
+
+
 class _DeferredInterrupt:
     """Defer Ctrl-C (SIGINT) inside ``fit`` to the points where the state is consistent.
 
     In the main thread, while Python's default handler is installed, SIGINT only sets
     ``pending``; ``fit`` checks it between its compiled calls and raises
-    :class:`fastbp.TrainingInterrupted`.  Elsewhere (another thread, a custom
-    handler) nothing changes.  A SIGINT still pending on exit is re-raised as a
-    ``KeyboardInterrupt``, never lost.
+    :class:`fastbp.TrainingInterrupted`.  A second SIGINT before that raises
+    ``KeyboardInterrupt`` at once (Python's usual behaviour, without the guarantee on
+    the network's state): the way out of a long step that is not compiled code, such
+    as a JIT compilation.  Elsewhere (another thread, a custom handler) nothing
+    changes.  A SIGINT still pending on exit is re-raised as a ``KeyboardInterrupt``,
+    never lost.
     """
 
     def __init__(self) -> None:
@@ -1111,7 +1163,16 @@ class _DeferredInterrupt:
         self._installed = False
 
     def _handler(self, signum, frame) -> None:
+        if self.pending:  # the second Ctrl-C: give up waiting
+            self._restore()
+            self.pending = False
+            raise KeyboardInterrupt
         self.pending = True
+
+    def _restore(self) -> None:
+        if self._installed:
+            signal.signal(signal.SIGINT, self._previous)
+            self._installed = False
 
     def __enter__(self) -> _DeferredInterrupt:
         if threading.current_thread() is threading.main_thread():
@@ -1124,9 +1185,7 @@ class _DeferredInterrupt:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if self._installed:
-            signal.signal(signal.SIGINT, self._previous)
-            self._installed = False
+        self._restore()
         if self.pending and not (exc_type is not None and issubclass(exc_type, KeyboardInterrupt)):
             self.pending = False
             raise KeyboardInterrupt

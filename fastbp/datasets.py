@@ -756,7 +756,9 @@ def load_best(
             continue
         if find(name) is not None:
             data = _load_idx_set(name, None, "book", dtype, False, None)
-            return data.with_note(f"using {data.describe()}")
+            what = "the book's data" if name == "mnist" else "the largest data set found"
+            why = f" ({', '.join(absent)} not found)" if absent else ""
+            return data.with_note(f"using {data.title}, {what}{why}")
         absent.append(DATASETS[name].title)
     why = f"{' and '.join(absent)} not found" if absent else "no full data set found"
     return load_sample(dtype=dtype).with_note(

@@ -228,7 +228,8 @@ class TrainRun(_Result):
     sat_low, sat_high : ndarray, shape (epochs, L)
         Fraction of saturated (unit, example) pairs over the epoch.
     seconds : ndarray, shape (epochs,)
-        Wall-clock time of each epoch (the ``fit`` call, validation included).
+        Wall-clock time of each epoch, validation included (the mean over the epochs
+        when they ran in one ``fit`` call, i.e. without a callback).
     diverged : int or None
         Epoch at which a NaN/Inf stopped the training (rows from it on are NaN).
     """
@@ -295,10 +296,11 @@ def train(
 
     Notes
     -----
-    One ``fit`` call per epoch makes a callback possible between epochs; the
+    With ``on_epoch``, one ``fit`` call per epoch makes the callback possible; the
     momentum velocity, the update count and the shuffling generator
     (``seed="continue"``) carry over between the calls, so the parameters are those
-    of a single ``fit`` call over all the epochs, bit for bit.
+    of a single ``fit`` call over all the epochs, bit for bit.  Without it the epochs
+    run in one call (``seconds`` is then the mean time per epoch).
     """
     if record not in ("epoch", None):
         raise ValueError(f"record={record!r}: train() records 'epoch' or None")
@@ -340,30 +342,41 @@ def train(
         "dtype": net.dtype.name,
     }
     diverged = None
-    for e in range(epochs):
+    # with a callback: one fit call per epoch; without: one call for all the epochs
+    # (the same training, and no re-validation of the inputs at every epoch)
+    step = 1 if on_epoch is not None else max(1, epochs)
+    e0 = 0
+    while e0 < epochs:
+        k = min(step, epochs - e0)
         start = time.perf_counter()
         try:
             h = net.fit(
-                X, y, 1, batch_size, eta, lmbda=lmbda, momentum=momentum, nesterov=nesterov,
-                validation=validation, record=record, seed=seed if e == 0 else "continue",
+                X, y, k, batch_size, eta, lmbda=lmbda, momentum=momentum, nesterov=nesterov,
+                validation=validation, record=record, seed=seed if e0 == 0 else "continue",
             )
-        except NonFiniteError:
+        except NonFiniteError as exc:
             if raise_nonfinite:
                 raise
-            diverged = e
+            h = exc.history
+            diverged = e0 + (int(exc.epoch) if exc.epoch is not None else 0)
+        r = len(h.epoch)  # completed epochs of this call
+        if r:
+            sl = slice(e0, e0 + r)
+            seconds[sl] = (time.perf_counter() - start) / r
+            train_cost[sl] = h.epoch["train_cost"][:r]
+            if validation is not None and len(h.validation) >= r:
+                acc[sl] = h.validation["accuracy"][:r]
+                val_cost[sl] = h.validation["cost"][:r]
+            if record == "epoch":
+                speed[sl] = h.epoch["speed"][:r]
+                sat_low[sl] = h.epoch["sat_low"][:r]
+                sat_high[sl] = h.epoch["sat_high"][:r]
+        if on_epoch is not None and r:
+            on_epoch(EpochInfo(e0, epochs, float(acc[e0]), float(val_cost[e0]),
+                               speed[e0].copy(), float(seconds[e0])))
+        if diverged is not None:
             break
-        seconds[e] = time.perf_counter() - start
-        train_cost[e] = h.epoch["train_cost"][0]
-        if validation is not None:
-            acc[e] = h.validation["accuracy"][0]
-            val_cost[e] = h.validation["cost"][0]
-        if record == "epoch":
-            speed[e] = h.epoch["speed"][0]
-            sat_low[e] = h.epoch["sat_low"][0]
-            sat_high[e] = h.epoch["sat_high"][0]
-        if on_epoch is not None:
-            on_epoch(EpochInfo(e, epochs, float(acc[e]), float(val_cost[e]), speed[e].copy(),
-                               float(seconds[e])))
+        e0 += k
     return TrainRun(list(net.sizes), settings, acc, val_cost, train_cost, speed, sat_low,
                     sat_high, seconds, diverged)
 
@@ -635,7 +648,7 @@ def speeds_during_training(
         out["seconds"].append(time.perf_counter() - start)
         out["sizes"].append(sizes)
 
-        def rows(col: str, hs=hs) -> np.ndarray:
+        def rows(col: str, hs=hs, final=final if full else None) -> np.ndarray:
             if full:
                 parts = [np.asarray(h.batch[col]) for h in hs]
                 return np.concatenate([*parts, np.asarray(final[col])[None]])
@@ -1143,7 +1156,7 @@ def momentum_comparison(
     epochs: int = 10,
     batch_size: int = 10,
     lmbda: float = 5.0,
-    etas: Sequence[float] = (0.01, 0.03, 0.1, 0.3),
+    etas: Sequence[float] = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3),
     methods: Sequence[str] | None = None,
     seed: int = 0,
     n_train: int | None = None,

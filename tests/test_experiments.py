@@ -141,10 +141,24 @@ def test_train_equals_one_fit_call_and_the_network2_reference(sample):
     _strict_json(run)
 
 
-def test_train_stops_at_divergence(sample):
+def test_train_with_and_without_callback_is_the_same_training(sample):
+    nets = [fastbp.Network([784, 30, 30, 10], seed=2) for _ in range(2)]
+    a = ex.train(nets[0], sample, 3, 10, 0.1, 5.0, momentum=fastbp.Sutskever(0.9),
+                 seed=5, n_train=600)
+    b = ex.train(nets[1], sample, 3, 10, 0.1, 5.0, momentum=fastbp.Sutskever(0.9),
+                 seed=5, n_train=600, on_epoch=lambda info: None)
+    np.testing.assert_array_equal(nets[0].params, nets[1].params)
+    for name in ("accuracy", "val_cost", "train_cost", "speed", "sat_low"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+    assert np.all(a.seconds > 0) and np.all(b.seconds > 0)
+
+
+@pytest.mark.parametrize("callback", [False, True])
+def test_train_stops_at_divergence(sample, callback):
     # eta = 1e308: the first update would overflow, so fit refuses it
+    cb = (lambda info: None) if callback else None
     run = ex.train(fastbp.Network([784, 30, 10], seed=0), sample, 3, 10, 1e308, seed=0,
-                   n_train=500)
+                   n_train=500, on_epoch=cb)
     assert run.diverged == 0 and np.isnan(run.accuracy).all()
     with pytest.raises(fastbp.NonFiniteError):
         ex.train(fastbp.Network([784, 30, 10], seed=0), sample, 1, 10, 1e308, seed=0,

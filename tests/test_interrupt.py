@@ -117,6 +117,32 @@ def test_interrupt_stops_at_the_next_mini_batch(backend, monkeypatch, at_call):
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
+def test_second_ctrl_c_interrupts_at_once(backend, monkeypatch):
+    """A second SIGINT while the first is pending raises KeyboardInterrupt immediately
+    (not at the next boundary): the way out of a long non-compiled step."""
+    mod = get_backend(backend)
+    real = mod.train_epoch
+    calls = {"n": 0}
+
+    def train_epoch(*args):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)  # raises here, in "the step"
+            pytest.fail("the second SIGINT did not interrupt")
+        return real(*args)
+
+    monkeypatch.setattr(mod, "train_epoch", train_epoch)
+    X, y = _problem(60, 4, 3)
+    net = fastbp.Network([4, 5, 3], seed=1)
+    net._chunk = 1
+    with pytest.raises(KeyboardInterrupt) as info:
+        net.fit(X, y, epochs=2, batch_size=6, eta=0.1, seed=0)
+    assert not isinstance(info.value, fastbp.TrainingInterrupted)
+    assert net.n_updates == 1
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
 def test_interrupt_between_epochs_and_during_validation(backend, monkeypatch):
     """Ctrl-C during the validation pass stops before the next epoch: whole epochs only."""
     X, y = _problem(30, 4, 3)
