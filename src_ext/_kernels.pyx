@@ -87,6 +87,8 @@ cdef extern from "vmath.h" nogil:
     void fastbp_vexpf(float* x, Py_ssize_t n) noexcept
     void fastbp_vtanh(double* x, Py_ssize_t n) noexcept
     void fastbp_vtanhf(float* x, Py_ssize_t n) noexcept
+    double fastbp_maxabs(const double* x, Py_ssize_t n) noexcept
+    float fastbp_maxabsf(const float* x, Py_ssize_t n) noexcept
 
 # --------------------------------------------------------------------------
 # Codes (checked against fastbp._contract at import time, below).
@@ -242,6 +244,12 @@ cdef inline floating f_slope(int code, floating z, floating a, floating alpha) n
     return 1
 
 
+cdef inline floating sigmoid_neg(floating z) noexcept nogil:
+    """sigma(-z) = 1 - sigma(z), computed without the cancellation."""
+    cdef floating e = <floating> exp(-fabs(z))
+    return e / (1 + e) if z >= 0 else 1 / (1 + e)
+
+
 cdef inline double softplus(double z) noexcept nogil:
     """log(1 + e^z), finite for every finite z."""
     return (z if z > 0 else 0.0) + log1p(exp(-fabs(z)))
@@ -281,11 +289,11 @@ cdef inline double ssq_norm(double ssq, double e) noexcept nogil:
 cdef double norm_dtype(const floating* x, Py_ssize_t n) noexcept nogil:
     """||x||_2 of a dtype vector, scaled by a power of two (two passes)."""
     cdef Py_ssize_t i
-    cdef double mx = 0, v, s = 0, sc
-    for i in range(n):
-        v = fabs(x[i])
-        if not (v <= mx):
-            mx = v
+    cdef double mx, v, s = 0, sc
+    if floating is double:
+        mx = fastbp_maxabs(x, n)
+    else:
+        mx = fastbp_maxabsf(x, n)
     if mx == 0 or mx != mx:
         return mx
     if mx == INFINITY:
@@ -794,7 +802,9 @@ cdef double output_delta(Net* c, const floating* Y, Py_ssize_t m, bint stats,
             y = Y[i * n + j]
             if cost == CROSS_ENTROPY:
                 total += softplus(Z[i * n + j]) - y * <double> Z[i * n + j]
-                d = a - y
+                # a - y = (1 - y) sigma(z) - y sigma(-z): exact for 0/1 targets even
+                # when a rounds to 1 (saturated float32 units)
+                d = (1 - y) * a - y * sigmoid_neg(Z[i * n + j])
             elif cost == LOG_LIKELIHOOD:
                 total += y * (lse - Z[i * n + j])
                 d = a - y
@@ -1515,7 +1525,8 @@ def train_epoch(layout, Workspace ws, params, velocity, X, Y, order, batch_size,
         with nogil:
             if k0 == 0:
                 epoch_begin[double](c, <double*> p, <double*> v, nesterov, mu0, record)
-            call_begin[double](c, <double*> p, <double*> v, nesterov, mu0)
+            if k0 == 0:
+                call_begin[double](c, <double*> p, <double*> v, nesterov, mu0)
             fault = train_batches[double](c, <double*> p, <double*> v, <double*> x, <double*> y,
                                           od, n, bs, k0, k1, kind, nesterov, eta, lmbda_n,
                                           mu, mu_max, period, record, skip, &t, rb, bc,
@@ -1524,7 +1535,8 @@ def train_epoch(layout, Workspace ws, params, velocity, X, Y, order, batch_size,
         with nogil:
             if k0 == 0:
                 epoch_begin[float](c, <float*> p, <float*> v, nesterov, mu0, record)
-            call_begin[float](c, <float*> p, <float*> v, nesterov, mu0)
+            if k0 == 0:
+                call_begin[float](c, <float*> p, <float*> v, nesterov, mu0)
             fault = train_batches[float](c, <float*> p, <float*> v, <float*> x, <float*> y,
                                          od, n, bs, k0, k1, kind, nesterov, eta, lmbda_n,
                                          mu, mu_max, period, record, skip, &t, rb, bc,

@@ -176,3 +176,32 @@ FASTBP_HIDDEN void fastbp_vexpf(float *x, ptrdiff_t n)
     for (ptrdiff_t i = 0; i < n; i++)
         x[i] = expm1_or_exp_f(x[i], 0);
 }
+
+/* max |x[i]| for i < n (0 for n = 0; NaN if any x[i] is NaN), vectorisable: the
+ * bit patterns of non-negative doubles order like their values, and NaN's lie
+ * above +inf's, so an integer max over |x|'s bits needs no branch. */
+FASTBP_HIDDEN double fastbp_maxabs(const double *x, ptrdiff_t n)
+{
+    uint64_t m = 0, b;
+    double r;
+    for (ptrdiff_t i = 0; i < n; i++) {
+        memcpy(&b, x + i, sizeof b);
+        b &= 0x7FFFFFFFFFFFFFFFULL;
+        m = b > m ? b : m;
+    }
+    memcpy(&r, &m, sizeof r);
+    return r;
+}
+
+FASTBP_HIDDEN float fastbp_maxabsf(const float *x, ptrdiff_t n)
+{
+    uint32_t m = 0, b;
+    float r;
+    for (ptrdiff_t i = 0; i < n; i++) {
+        memcpy(&b, x + i, sizeof b);
+        b &= 0x7FFFFFFFU;
+        m = b > m ? b : m;
+    }
+    memcpy(&r, &m, sizeof r);
+    return r;
+}

@@ -409,14 +409,24 @@ def _feedforward(layout, ws, weights, biases, x, m, with_slopes, check):
 def _backprop(layout, ws, weights, y, m):
     """Backward pass: all ``deltas`` from the given weights (BP1, BP2).
 
-    Output: ``a - y`` for sigmoid+cross_entropy, softmax+log_likelihood and
-    linear+quadratic; ``(a - y) * slope`` for sigmoid+quadratic.  Hidden:
+    Output: ``a - y`` for softmax+log_likelihood and linear+quadratic, computed as
+    ``(1 - y) sigma(z) - y sigma(-z)`` for sigmoid+cross_entropy; ``(a - y) * slope``
+    for sigmoid+quadratic.  Hidden:
     ``Delta[l] = (Delta[l+1] @ W[l+1]) * S[l]``.  Checks each delta as it is made,
     from the last layer down, and returns the first non-finite layer, else -1.
     """
     L = layout.L
     delta = ws.deltas[L - 1][:m]
-    np.subtract(ws.activations[L - 1][:m], y, out=delta)
+    a = ws.activations[L - 1][:m]
+    if ws.codes[L - 1] == SIGMOID and layout.cost == CROSS_ENTROPY:
+        # a - y written as (1 - y) sigma(z) - y sigma(-z): exact for 0/1 targets even
+        # where a rounds to 1 (saturated float32 units)
+        z = ws.zs[L - 1][:m]
+        e = np.exp(-np.abs(z))
+        a_neg = np.where(z >= 0, e, 1) / (1 + e)  # sigma(-z)
+        np.subtract((1 - y) * a, y * a_neg, out=delta)
+    else:
+        np.subtract(a, y, out=delta)
     if ws.codes[L - 1] == SIGMOID and layout.cost == QUADRATIC:
         delta *= ws.slopes[L - 1][:m]
     if not np.isfinite(delta).all():
