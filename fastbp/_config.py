@@ -28,8 +28,9 @@ The options
     raising ``ZeroDivisionError``.
 ``boundscheck``
     Off; ``FASTBP_NUMBA_BOUNDSCHECK=1`` turns it on to hunt an indexing error (the
-    counterpart of ``FASTBP_DEBUG_CYTHON``).  Numba's cache key includes the
-    option, so switching it recompiles.
+    counterpart of ``FASTBP_DEBUG_CYTHON``).  Numba's on-disk cache does not key on
+    this option, so the checked kernels are compiled in memory, never cached (a
+    cached unchecked kernel would otherwise be loaded, or the checked one stored).
 ``fastmath`` = :data:`FASTMATH`
     An explicit set of LLVM fast-math flags, never ``fastmath=True``:
 
@@ -117,6 +118,8 @@ def import_numba():
 
 
 def _cache_wanted() -> bool:
+    if BOUNDSCHECK:
+        return False
     return os.environ.get(CACHE_ENV_VAR, "1").strip().lower() not in ("0", "false", "off", "no")
 
 
@@ -193,7 +196,9 @@ def cache_report() -> str:
         return "no kernel decorated yet"
     if not in_memory:
         return "cache: " + ", ".join(dirs)
-    if not _cache_wanted():
+    if BOUNDSCHECK:
+        why = "caching disabled with FASTBP_NUMBA_BOUNDSCHECK=1"
+    elif not _cache_wanted():
         why = f"caching disabled by {CACHE_ENV_VAR}=0"
     else:
         why = "no writable cache directory" + (f" ({failures[0]})" if failures else "")

@@ -63,7 +63,11 @@ batch_stop, hyper, rec_batch, rec_epoch, batch_cost)``
     * ``rec_epoch``: ``(N_STATS, L)`` float64, written when
       ``hyper.record == RECORD_EPOCH`` and ``batch_stop`` is the epoch's last
       mini-batch.  The epoch accumulators live in ``ws`` and are reset when
-      ``batch_start == 0``, so an epoch may be run as several chunks.
+      ``batch_start == 0``, so an epoch may be run as several chunks.  Between
+      the chunks of one epoch the caller must not change ``params`` or
+      ``velocity``: the norms the overflow check uses and the Nesterov
+      look-ahead point are set up at ``batch_start == 0`` and then kept up to
+      date by the updates themselves.
     * ``batch_cost``: ``(batch_stop - batch_start,)`` float64: the mean data cost of
       each mini-batch with the parameters before its update (NaN if skipped).
     * Non-finite values (SPEC section 5): with ``hyper.skip_nonfinite`` false the

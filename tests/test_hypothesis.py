@@ -6,9 +6,16 @@ Property: no crash, and either a clean exception (``ValueError`` / ``TypeError``
 backend, or finite results that agree with it as SPEC section 6 says (one short epoch:
 1e-9 norm-wise per layer in float64, 1e-3 in float32; evaluation: 1e-12 / 1e-5).
 
-Profiles: ``dev`` (random) and ``ci`` (derandomised: the same examples on every run),
-chosen by the ``CI`` environment variable (``.ci/run`` sets it); both have
-``deadline=None`` and a bounded number of examples.  ``HYPOTHESIS_PROFILE`` overrides.
+Profiles (``HYPOTHESIS_PROFILE`` selects one; all have ``deadline=None`` and a
+bounded number of examples):
+
+* ``ci`` -- derandomised: the same 40 examples per property on every run.  The
+  default, and what ``.ci/run`` uses (it sets ``CI``), so that ``pytest`` is
+  deterministic in a shared tree;
+* ``dev`` -- 40 random examples per run: exploration;
+* ``thorough`` -- 1,000 random examples per property.
+
+A failure prints the ``@reproduce_failure`` blob that replays it.
 """
 
 from __future__ import annotations
@@ -31,8 +38,7 @@ _COMMON = dict(deadline=None, database=None, print_blob=True,
 settings.register_profile("dev", max_examples=40, **_COMMON)
 settings.register_profile("ci", max_examples=40, derandomize=True, **_COMMON)
 settings.register_profile("thorough", max_examples=1000, **_COMMON)
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else
-                                     "dev"))
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 HIDDEN = ["sigmoid", "tanh", "relu", "leaky_relu", "softsign", "linear"]
 CLEAN = (ValueError, TypeError, fastbp.NonFiniteError)
