@@ -39,7 +39,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from _harness import (
     SMOKE,
     WORKLOADS,
