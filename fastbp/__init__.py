@@ -16,6 +16,7 @@ compiled kernels use) is loaded at the first computation.
 from __future__ import annotations
 
 from ._backends import (
+    BackendFallbackWarning,
     BackendInfo,
     backends,
     current_backend_name,
@@ -38,6 +39,7 @@ from ._schedules import Sutskever
 __version__ = "0.1.0"
 
 __all__ = [
+    "BackendFallbackWarning",
     "STAT_NAMES",
     "VALID_PAIRS",
     "BackendInfo",
