@@ -489,40 +489,35 @@ cdef void* _ptr(arr) except NULL:
     return <void*> &mv[0]
 
 
-def _vexp(x):
-    """exp of a float32/float64 array by vmath.c's vectorised exp (a twin for tests)."""
+ctypedef void (*vfun_d)(double*, Py_ssize_t) noexcept nogil
+ctypedef void (*vfun_f)(float*, Py_ssize_t) noexcept nogil
+
+
+cdef object _apply_vmath(x, vfun_d fd, vfun_f ff):
     out = np.array(x, copy=True, order="C")
     cdef double[::1] d
     cdef float[::1] f
     if out.dtype == np.float64:
         d = out.reshape(-1)
         with nogil:
-            fastbp_vexp(&d[0], d.shape[0])
+            fd(&d[0], d.shape[0])
     elif out.dtype == np.float32:
         f = out.reshape(-1)
         with nogil:
-            fastbp_vexpf(&f[0], f.shape[0])
+            ff(&f[0], f.shape[0])
     else:
         raise TypeError(f"x must be float32 or float64, got {out.dtype}")
     return out
+
+
+def _vexp(x):
+    """exp of a float32/float64 array by vmath.c's vectorised exp (a twin for tests)."""
+    return _apply_vmath(x, fastbp_vexp, fastbp_vexpf)
 
 
 def _vtanh(x):
     """tanh of a float32/float64 array by vmath.c's vectorised tanh (a twin for tests)."""
-    out = np.array(x, copy=True, order="C")
-    cdef double[::1] d
-    cdef float[::1] f
-    if out.dtype == np.float64:
-        d = out.reshape(-1)
-        with nogil:
-            fastbp_vtanh(&d[0], d.shape[0])
-    elif out.dtype == np.float32:
-        f = out.reshape(-1)
-        with nogil:
-            fastbp_vtanhf(&f[0], f.shape[0])
-    else:
-        raise TypeError(f"x must be float32 or float64, got {out.dtype}")
-    return out
+    return _apply_vmath(x, fastbp_vtanh, fastbp_vtanhf)
 
 
 def make_workspace(layout, m_max):

@@ -31,21 +31,28 @@ static inline double pow2i(int64_t k)
     return d;
 }
 
-static inline double exp_one(double v)
+/* Range reduction shared by exp and expm1: v (clamped to [-1100, 710]; NaN stays
+ * NaN) = k ln2 + r with |r| <= ln2/2; returns r and stores k. */
+static inline double reduce(double v, int64_t *k)
 {
     const double shifter = 6755399441055744.0;          /* 1.5 * 2^52 */
     const double log2e = 1.4426950408889634;
     const double ln2hi = 6.93147180369123816490e-01;     /* 32 significant bits */
     const double ln2lo = 1.90821492927058770002e-10;
-    double c = v < -1100.0 ? -1100.0 : (v > 710.0 ? 710.0 : v);  /* NaN stays NaN */
+    double c = v < -1100.0 ? -1100.0 : (v > 710.0 ? 710.0 : v);
     double t = c * log2e + shifter;
     double kd = t - shifter;                              /* round(c / ln2) */
-    int64_t ki, kh;
-    double r, p;
+    int64_t ki;
     memcpy(&ki, &t, sizeof ki);
-    ki -= 0x4338000000000000LL;                           /* the same integer */
-    r = (c - kd * ln2hi) - kd * ln2lo;
-    p = 1.0 / 6227020800.0;                               /* 1/13! */
+    *k = ki - 0x4338000000000000LL;                       /* the same integer */
+    return (c - kd * ln2hi) - kd * ln2lo;
+}
+
+/* expm1(r) for |r| <= ln2/2: the Taylor polynomial of degree 13 without its
+ * constant term (truncation error < 5e-18 relative). */
+static inline double expm1_poly(double r)
+{
+    double p = 1.0 / 6227020800.0;                        /* 1/13! */
     p = p * r + 1.0 / 479001600.0;
     p = p * r + 1.0 / 39916800.0;
     p = p * r + 1.0 / 3628800.0;
@@ -58,7 +65,13 @@ static inline double exp_one(double v)
     p = p * r + 1.0 / 6.0;
     p = p * r + 0.5;
     p = p * r + 1.0;
-    p = p * r + 1.0;
+    return p * r;
+}
+
+static inline double exp_one(double v)
+{
+    int64_t ki, kh;
+    double p = expm1_poly(reduce(v, &ki)) + 1.0;
     kh = ki >> 1;
     return p * pow2i(kh) * pow2i(ki - kh);
 }
@@ -108,32 +121,8 @@ static inline float expm1_or_exp_f(float v, int minus_one)
  * relative accuracy for tiny x (k = 0). */
 static inline double expm1_one(double v)
 {
-    const double shifter = 6755399441055744.0;
-    const double log2e = 1.4426950408889634;
-    const double ln2hi = 6.93147180369123816490e-01;
-    const double ln2lo = 1.90821492927058770002e-10;
-    double c = v < -1100.0 ? -1100.0 : (v > 710.0 ? 710.0 : v);
-    double t = c * log2e + shifter;
-    double kd = t - shifter;
     int64_t ki, kh;
-    double r, p, s;
-    memcpy(&ki, &t, sizeof ki);
-    ki -= 0x4338000000000000LL;
-    r = (c - kd * ln2hi) - kd * ln2lo;
-    p = 1.0 / 6227020800.0;
-    p = p * r + 1.0 / 479001600.0;
-    p = p * r + 1.0 / 39916800.0;
-    p = p * r + 1.0 / 3628800.0;
-    p = p * r + 1.0 / 362880.0;
-    p = p * r + 1.0 / 40320.0;
-    p = p * r + 1.0 / 5040.0;
-    p = p * r + 1.0 / 720.0;
-    p = p * r + 1.0 / 120.0;
-    p = p * r + 1.0 / 24.0;
-    p = p * r + 1.0 / 6.0;
-    p = p * r + 0.5;
-    p = p * r + 1.0;
-    p = p * r;                                            /* expm1(r) */
+    double p = expm1_poly(reduce(v, &ki)), s;
     kh = ki >> 1;
     s = pow2i(kh) * pow2i(ki - kh);
     return ki == 0 ? p : s * p + (s - 1.0);
