@@ -368,14 +368,20 @@ def param_error(p: Problem, got: np.ndarray, want: np.ndarray) -> float:
     return float(np.linalg.norm(got - want) / moved)
 
 
-#: Largest accepted :func:`param_error` after the timed run, per dtype.
+#: Largest accepted :func:`param_error` after the timed run, per dtype.  The float64
+#: rows are the strict check (round-off is ~1e-14 of the move over an epoch).
 TOL = {"float64": 1e-6, "float32": 1e-3}
-#: float32 only: round-off grows chaotically over an epoch (a ReLU unit of one example
-#: switches on one side and off the other, then the trajectories part): two correct
-#: float32 implementations of B end up 1e-2..1e-1 of the move apart.  Such a drift is
-#: accepted up to TOL_F32_EPOCH when the same implementation, re-run over the first
-#: K_SHORT mini-batches, matches the reference within TOL["float32"].
+#: float32 only: round-off grows chaotically (a ReLU or tanh unit of one example
+#: switches on in one implementation and off in another, then the trajectories
+#: part), so two correct float32 implementations of B end 0.13 of the move apart
+#: after an epoch and up to 4e-3 after 3 mini-batches (PyTorch, JAX vs NumPy, measured).
+#: Such a drift is accepted up to TOL_F32_EPOCH when the same implementation, re-run
+#: over the first K_SHORT mini-batches, is within TOL_F32_SHORT of the reference.  The
+#: same code runs in float64, where it must meet TOL["float64"].
 TOL_F32_EPOCH = 0.5
+#: Absolute tolerance of statistics: below float64's normal range (2.2e-308).
+DENORMAL = 1e-300
+TOL_F32_SHORT = 2e-2
 K_SHORT = 3
 
 
@@ -389,7 +395,7 @@ def _check_params(p: Problem, got: np.ndarray, k: int, rerun: Callable[[int], Re
     assert err <= TOL_F32_EPOCH, f"float32 parameters off the reference by {err:.3g} of the move"
     k_short = min(K_SHORT, k)
     err_short = param_error(p, rerun(k_short).params, reference(p, k_short).params)
-    assert err_short <= TOL["float32"], (
+    assert err_short <= TOL_F32_SHORT, (
         f"float32 parameters off the reference by {err_short:.3g} of the move after "
         f"{k_short} mini-batches (and {err:.3g} after {k})"
     )
@@ -423,10 +429,16 @@ def check_fastbp(
     if res.costs is not None:
         np.testing.assert_allclose(res.costs[0], ref.costs[0], rtol=1e-10 if f64 else 1e-4)
         np.testing.assert_allclose(res.costs, ref.costs, rtol=1e-6 if f64 else 5e-2)
+    # Statistics of very deep nets reach the subnormal range (speeds of 1e-320 at layer 34
+    # of 500), where float64 keeps fewer digits: DENORMAL absolute tolerance there.
     if res.rec is not None:
-        np.testing.assert_allclose(res.rec[0], ref.rec[0], rtol=1e-9 if f64 else 1e-3)
+        np.testing.assert_allclose(
+            res.rec[0], ref.rec[0], rtol=1e-9 if f64 else 1e-3, atol=DENORMAL
+        )
     if res.speeds is not None:
-        np.testing.assert_allclose(res.speeds[0], ref.speeds[0], rtol=1e-9 if f64 else 1e-3)
+        np.testing.assert_allclose(
+            res.speeds[0], ref.speeds[0], rtol=1e-9 if f64 else 1e-3, atol=DENORMAL
+        )
     return out
 
 
@@ -439,7 +451,9 @@ def check_peer(p: Problem, res: Result, k: int, rerun: Callable[[int], Result]) 
         np.testing.assert_allclose(res.costs[0], ref.costs[0], rtol=1e-9 if f64 else 1e-4)
         np.testing.assert_allclose(res.costs, ref.costs, rtol=1e-5 if f64 else 5e-2)
     if res.speeds is not None:
-        np.testing.assert_allclose(res.speeds[0], ref.speeds[0], rtol=1e-8 if f64 else 1e-3)
+        np.testing.assert_allclose(
+            res.speeds[0], ref.speeds[0], rtol=1e-8 if f64 else 1e-3, atol=DENORMAL
+        )
     return out
 
 
