@@ -244,12 +244,6 @@ cdef inline floating f_slope(int code, floating z, floating a, floating alpha) n
     return 1
 
 
-cdef inline floating sigmoid_neg(floating z) noexcept nogil:
-    """sigma(-z) = 1 - sigma(z), computed without the cancellation."""
-    cdef floating e = <floating> exp(-fabs(z))
-    return e / (1 + e) if z >= 0 else 1 / (1 + e)
-
-
 cdef inline double softplus(double z) noexcept nogil:
     """log(1 + e^z), finite for every finite z."""
     return (z if z > 0 else 0.0) + log1p(exp(-fabs(z)))
@@ -686,7 +680,8 @@ cdef int output_forward(Net* c, floating* A, const floating* b, Py_ssize_t m,
     cdef Py_ssize_t n = c.sizes[l + 1], i, j, low = 0, high = 0
     cdef int code = c.acts[l]
     cdef floating* Z = <floating*> c.ZL
-    cdef floating z, a, s, zmax
+    cdef floating* E = <floating*> c.S + c.act_off[l]
+    cdef floating z, a, s, zmax, e
     cdef int bad = 0
     cdef double top = dtype_max(<floating> 0)
     cdef double suma = 0, sums = 0, ssqa = 0, tot
@@ -711,6 +706,29 @@ cdef int output_forward(Net* c, floating* A, const floating* b, Py_ssize_t m,
                 a = <floating> (A[i * n + j] / tot)
                 A[i * n + j] = a
                 suma += a
+    elif code == SIGMOID:
+        # e = exp(-|z|) once per unit, kept in the layer's slope buffer: a, sigma(-z),
+        # the slope and softplus(z) of the cost all follow from it
+        for i in range(m):
+            for j in range(n):
+                z = Z[i * n + j] + b[j]
+                Z[i * n + j] = z
+                bad |= not (fabs(z) <= top)
+                E[i * n + j] = -fabs(z)
+            if floating is double:
+                fastbp_vexp(E + i * n, n)
+            else:
+                fastbp_vexpf(E + i * n, n)
+            for j in range(n):
+                e = E[i * n + j]
+                a = 1 / (1 + e) if Z[i * n + j] >= 0 else e / (1 + e)
+                A[i * n + j] = a
+                if stats:
+                    s = e / ((1 + e) * (1 + e))
+                    suma += a
+                    sums += s
+                    low += (s < thr) & (a < mid)
+                    high += (s < thr) & (a > mid)
     else:
         for i in range(m):
             for j in range(n):
@@ -723,13 +741,7 @@ cdef int output_forward(Net* c, floating* A, const floating* b, Py_ssize_t m,
                     ssqa += a * <double> a
                 if stats:
                     suma += a
-                    if code == SIGMOID:
-                        s = f_slope(SIGMOID, z, a, <floating> 0)
-                        sums += s
-                        low += (s < thr) & (a < mid)
-                        high += (s < thr) & (a > mid)
-                    else:
-                        sums += 1
+                    sums += 1
     acc[B_NRMA * L + l] = sqrt(ssqa) if code == LINEAR else sqrt(<double> (m * n))
     if stats:
         acc[B_SUMA * L + l] = suma
@@ -774,9 +786,10 @@ cdef double output_delta(Net* c, const floating* Y, Py_ssize_t m, bint stats,
     cdef int code = c.acts[l], cost = c.cost
     cdef const floating* A = <floating*> c.A + c.act_off[l]
     cdef const floating* Z = <floating*> c.ZL
+    cdef const floating* E = <floating*> c.S + c.act_off[l]
     cdef floating* D = <floating*> c.D + c.act_off[l]
     cdef double* col = c.colsum + c.unit_off[l]
-    cdef floating a, y, d
+    cdef floating a, y, d, e, z
     cdef int nonfinite = 0
     cdef double top = dtype_max(<floating> 0)
     cdef double total = 0, ssq = 0, zmax, lse = 0, mean = 0, m2 = 0
@@ -796,10 +809,13 @@ cdef double output_delta(Net* c, const floating* Y, Py_ssize_t m, bint stats,
             a = A[i * n + j]
             y = Y[i * n + j]
             if cost == CROSS_ENTROPY:
-                total += softplus(Z[i * n + j]) - y * <double> Z[i * n + j]
+                # sigmoid output: E holds e = exp(-|z|) (output_forward)
+                e = E[i * n + j]
+                z = Z[i * n + j]
+                total += (z if z > 0 else 0) + log1p(e) - y * <double> z
                 # a - y = (1 - y) sigma(z) - y sigma(-z): exact for 0/1 targets even
                 # when a rounds to 1 (saturated float32 units)
-                d = (1 - y) * a - y * sigmoid_neg(Z[i * n + j])
+                d = (1 - y) * a - y * (e / (1 + e) if z >= 0 else 1 / (1 + e))
             elif cost == LOG_LIKELIHOOD:
                 total += y * (lse - Z[i * n + j])
                 d = a - y
@@ -807,7 +823,8 @@ cdef double output_delta(Net* c, const floating* Y, Py_ssize_t m, bint stats,
                 total += 0.5 * (<double> a - y) * (<double> a - y)
                 d = a - y
                 if code == SIGMOID:
-                    d = d * f_slope(SIGMOID, Z[i * n + j], a, <floating> 0)
+                    e = E[i * n + j]
+                    d = d * (e / ((1 + e) * (1 + e)))
             D[i * n + j] = d
             nonfinite |= not (fabs(d) <= top)
             ssq += d * <double> d
