@@ -620,9 +620,7 @@ cdef int hidden_forward(Net* c, int l, floating* Z, const floating* b, Py_ssize_
     while i0 < m:
         # rows in groups of about 2048 values: the statistics then read the group
         # again while it is in L1, in one flat (well vectorised) loop
-        i1 = i0 + (2048 // n if n < 2048 else 1)
-        if i1 > m:
-            i1 = m
+        i1 = group_end(i0, m, n)
         for i in range(i0, i1):
             Zr = Z + i * n
             Sr = S + i * n
@@ -664,13 +662,42 @@ cdef int hidden_forward(Net* c, int l, floating* Z, const floating* b, Py_ssize_
     # |a| <= 1 for sigmoid, tanh and softsign, so ||A||_F <= sqrt(m n)
     acc[B_NRMA * L + l] = sqrt(ssqa) if unbounded else sqrt(<double> (m * n))
     if stats:
-        acc[B_SUMA * L + l] = suma
-        acc[B_SUMS * L + l] = sums
-        acc[B_LOW * L + l] = <double> low
-        acc[B_HIGH * L + l] = <double> high
-        acc[B_CNT * L + l] = <double> (m * n)
-        acc[B_M2 * L + l] = 0
+        store_act_acc(acc, L, l, m * n, suma, sums, low, high)
     return bad
+
+
+cdef inline void pool_act(const double* acc, double* ea, int L, int l) noexcept nogil:
+    """Add a block's activation accumulators of layer l to pooled ones.
+
+    (count, mean, M2) are combined with Chan et al.'s parallel formula; slope sums
+    and saturation counts simply add.
+    """
+    cdef double cnt = acc[B_CNT * L + l]
+    cdef double tot = ea[E_CNT * L + l] + cnt
+    cdef double dmean = acc[B_SUMA * L + l] / cnt - ea[E_MEAN * L + l]
+    ea[E_M2 * L + l] += acc[B_M2 * L + l] + dmean * dmean * ea[E_CNT * L + l] * cnt / tot
+    ea[E_MEAN * L + l] += dmean * cnt / tot
+    ea[E_CNT * L + l] = tot
+    ea[E_SUMS * L + l] += acc[B_SUMS * L + l]
+    ea[E_LOW * L + l] += acc[B_LOW * L + l]
+    ea[E_HIGH * L + l] += acc[B_HIGH * L + l]
+
+
+cdef inline Py_ssize_t group_end(Py_ssize_t i0, Py_ssize_t m, Py_ssize_t n) noexcept nogil:
+    """End of the group of rows starting at i0 that holds about 2048 values (>= 1 row)."""
+    cdef Py_ssize_t i1 = i0 + (2048 // n if n < 2048 else 1)
+    return i1 if i1 < m else m
+
+
+cdef inline void store_act_acc(double* acc, int L, int l, Py_ssize_t cnt, double suma,
+                               double sums, Py_ssize_t low, Py_ssize_t high) noexcept nogil:
+    """The activation accumulators of one block (M2 follows in the delta loop)."""
+    acc[B_SUMA * L + l] = suma
+    acc[B_SUMS * L + l] = sums
+    acc[B_LOW * L + l] = <double> low
+    acc[B_HIGH * L + l] = <double> high
+    acc[B_CNT * L + l] = <double> cnt
+    acc[B_M2 * L + l] = 0
 
 
 cdef int output_forward(Net* c, floating* A, const floating* b, Py_ssize_t m,
@@ -744,12 +771,7 @@ cdef int output_forward(Net* c, floating* A, const floating* b, Py_ssize_t m,
                     sums += 1
     acc[B_NRMA * L + l] = sqrt(ssqa) if code == LINEAR else sqrt(<double> (m * n))
     if stats:
-        acc[B_SUMA * L + l] = suma
-        acc[B_SUMS * L + l] = sums
-        acc[B_LOW * L + l] = <double> low
-        acc[B_HIGH * L + l] = <double> high
-        acc[B_CNT * L + l] = <double> (m * n)
-        acc[B_M2 * L + l] = 0
+        store_act_acc(acc, L, l, m * n, suma, sums, low, high)
     return bad
 
 
@@ -861,9 +883,7 @@ cdef int hidden_delta(Net* c, int l, floating* D, Py_ssize_t m, bint stats) noex
     i0 = 0
     while i0 < m:
         # rows in groups of about 2048 values, each loop flat over the group (in L1)
-        i1 = i0 + (2048 // n if n < 2048 else 1)
-        if i1 > m:
-            i1 = m
+        i1 = group_end(i0, m, n)
         cnt = (i1 - i0) * n
         Dr = D + i0 * n
         Sr = S + i0 * n
@@ -1137,7 +1157,7 @@ cdef int train_batches(Net* c, floating* P, floating* V, const floating* X, cons
     cdef double* row
     cdef double* acc = c.bacc
     cdef double* ea = c.eacc
-    cdef double cnt, mean, m2, delta_mean, tot
+    cdef double cnt
     cdef bint stats = record != RECORD_NONE
     cdef int64_t t = t_io[0]
     lim = (DBL_MAX if floating is double else <double> FLT_MAX) * 0.25
@@ -1229,18 +1249,7 @@ cdef int train_batches(Net* c, floating* P, floating* V, const floating* X, cons
             for l in range(L):
                 for r in range(c.sizes[l + 1]):
                     c.colsum_e[c.unit_off[l] + r] += c.colsum[c.unit_off[l] + r]
-                # pool (count, mean, M2) with Chan et al.'s formula
-                cnt = acc[B_CNT * L + l]
-                mean = acc[B_SUMA * L + l] / cnt
-                m2 = acc[B_M2 * L + l]
-                tot = ea[E_CNT * L + l] + cnt
-                delta_mean = mean - ea[E_MEAN * L + l]
-                ea[E_M2 * L + l] += m2 + delta_mean * delta_mean * ea[E_CNT * L + l] * cnt / tot
-                ea[E_MEAN * L + l] += delta_mean * cnt / tot
-                ea[E_CNT * L + l] = tot
-                ea[E_SUMS * L + l] += acc[B_SUMS * L + l]
-                ea[E_LOW * L + l] += acc[B_LOW * L + l]
-                ea[E_HIGH * L + l] += acc[B_HIGH * L + l]
+                pool_act(acc, ea, L, l)
                 if l < L - 1:
                     ea[E_GAIN * L + l] += (
                         ssq_norm(acc[B_SSQD * L + l], acc[B_EXPD * L + l])
@@ -1306,7 +1315,7 @@ cdef int gradient_all(Net* c, const floating* P, const floating* X, const floati
     cdef double* acc = c.bacc
     cdef double* ea = c.gacc
     cdef floating* G = <floating*> c.G
-    cdef double ccost, total = 0, cnt, mean, m2, tot, dmean
+    cdef double ccost, total = 0
     cdef double* ssq = c.ssq_g
     cdef Py_ssize_t n_units = c.unit_off[L - 1] + c.sizes[L]
     memset(c.gacc, 0, N_E * L * sizeof(double))
@@ -1328,17 +1337,7 @@ cdef int gradient_all(Net* c, const floating* P, const floating* X, const floati
             for r in range(c.sizes[l + 1]):
                 c.colsum_g[c.unit_off[l] + r] += c.colsum[c.unit_off[l] + r]
             ssq_add(&ssq[l], &ssq[L + l], acc[B_SSQD * L + l], acc[B_EXPD * L + l])
-            cnt = acc[B_CNT * L + l]
-            mean = acc[B_SUMA * L + l] / cnt
-            m2 = acc[B_M2 * L + l]
-            tot = ea[E_CNT * L + l] + cnt
-            dmean = mean - ea[E_MEAN * L + l]
-            ea[E_M2 * L + l] += m2 + dmean * dmean * ea[E_CNT * L + l] * cnt / tot
-            ea[E_MEAN * L + l] += dmean * cnt / tot
-            ea[E_CNT * L + l] = tot
-            ea[E_SUMS * L + l] += acc[B_SUMS * L + l]
-            ea[E_LOW * L + l] += acc[B_LOW * L + l]
-            ea[E_HIGH * L + l] += acc[B_HIGH * L + l]
+            pool_act(acc, ea, L, l)
         s += m
     cost[0] = total / N
     for l in range(L):
