@@ -60,4 +60,27 @@ __all__ = [
     "load",
     "load_history",
     "use_backend",
+    "MLPClassifier",
+    "MLPRegressor",
 ]
+
+# scikit-learn is optional and heavy: the estimators are imported on first use.
+_LAZY = {"MLPClassifier": "estimators", "MLPRegressor": "estimators"}
+
+
+# Submodules with optional dependencies, imported on first attribute access.
+_SUBMODULES = ("callbacks", "datasets", "estimators", "experiments", "plotting")
+
+
+def __getattr__(name: str):
+    import importlib
+
+    if name in _LAZY:
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    if name in _SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'fastbp' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY) | set(_SUBMODULES))

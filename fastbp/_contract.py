@@ -49,6 +49,7 @@ Backend functions (module-level, same names in every backend)
 ``train_epoch(layout, ws, params, velocity, X, Y, order, batch_size, batch_start,
 batch_stop, hyper, rec_batch, rec_epoch, batch_cost)``
 ``-> (t, n_skipped, fault_batch, fault_layer, fault_phase)``
+(and an optional trailing ``diag``, see below)
     Run mini-batches ``batch_start .. batch_stop-1`` of one epoch.  Mini-batch ``k``
     is the rows ``X[order[k*batch_size : (k+1)*batch_size]]`` (the last one may be
     shorter); ``order`` is an int64 permutation of ``range(N)``.  For each
@@ -81,6 +82,24 @@ batch_stop, hyper, rec_batch, rec_epoch, batch_cost)``
       ``nonfinite = 1``, and it is counted in ``n_skipped``.
     * Nesterov: the gradient is taken at ``theta + mu_t * v``; ``params`` always
       holds ``theta`` on return.
+
+Optional statistic groups (``diag``, a :class:`Diag`, or None)
+---------------------------------------------------------------
+``fastbp/_diagnostics.py`` defines every quantity.  With ``diag`` given, on each
+accepted mini-batch ``k`` with ``k % diag.every == 0`` (a *sampled* one) and after its
+update, the backend computes the groups of ``diag.groups`` from the workspace's
+deltas, activations, pre-activations and gradient (no extra pass over ``X``):
+
+* ``record == RECORD_BATCH``: the ``XSTAT_NAMES`` rows of the selected groups into
+  ``diag.rec[k - batch_start]`` (rows of other mini-batches and groups untouched;
+  the caller fills them with NaN);
+* ``record == RECORD_EPOCH``: accumulated in the workspace (reset with the epoch's
+  other accumulators at ``batch_start == 0``) and written to ``diag.epoch`` when
+  ``batch_stop`` is the epoch's last mini-batch;
+* histograms: counts *added* to ``diag.hist[k // every]`` (batch) or ``diag.hist[0]``
+  (epoch), ``(L, N_HIST)`` int64 per row;
+* the noise-scale averages in ``diag.ema`` are updated in place (state that persists
+  across calls); ``distance`` reads the start weights in ``diag.start``.
 
 Statistics (rows of a stats block, float64, one column per layer)
 ----------------------------------------------------------------
@@ -282,6 +301,47 @@ class Hyper:
     record: int = RECORD_EPOCH
     skip_nonfinite: bool = False
     t: int = 0
+
+
+@dataclass
+class Diag:
+    """Buffers and settings of the optional statistic groups (see the module docstring).
+
+    Attributes
+    ----------
+    groups : int
+        Bit mask of ``fastbp._diagnostics.G_*``.
+    every : int
+        Mini-batch ``k`` of an epoch is sampled when ``k % every == 0``.
+    beta : float
+        Coefficient of the noise scale's exponential moving averages.
+    rec : ndarray (rows, N_X, L) float64
+        This call's rows (row ``i`` is mini-batch ``batch_start + i``) with
+        ``RECORD_BATCH``, else empty.
+    epoch : ndarray (N_X, L) float64
+        Written at the epoch's end with ``RECORD_EPOCH``.
+    hist : ndarray (H, L, N_HIST) int64
+        This epoch's histogram rows (counts are added).
+    ema : ndarray (2, L) float64
+        Noise-scale averages ``[tr Sigma, |G|^2]``, updated in place.
+    start : ndarray (n_params,) network dtype
+        Parameters at the start of the first ``fit`` (``distance`` uses the weights).
+    a_range : ndarray (L, 2) float64
+        ``(lo, hi)`` of the linear histogram of each layer's activation.
+    start_norms : ndarray (L,) float64
+        ``||W_start||_F`` per layer (a bound the compiled kernel scales with).
+    """
+
+    groups: int
+    every: int
+    beta: float
+    rec: np.ndarray
+    epoch: np.ndarray
+    hist: np.ndarray
+    ema: np.ndarray
+    start: np.ndarray
+    a_range: np.ndarray
+    start_norms: np.ndarray
 
 
 def momentum_at(hyper: Hyper, t: int) -> float:

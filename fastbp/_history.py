@@ -177,6 +177,13 @@ class History:
         With ``validation=``: one row per epoch, measured at its end: ``epoch``,
         ``accuracy`` (fraction; NaN for a linear output), ``cost`` (mean data cost
         plus the L2 term ``0.5 * lmbda / len(X_val) * sum ||W||^2``, as network2).
+    histograms : Table
+        With ``fit(stats="histograms")``: counts of delta, z and a per layer
+        (``fastbp/_diagnostics.py`` gives the bins).  ``record="batch"``: one row per
+        sampled mini-batch, columns ``epoch``, ``batch``, ``delta`` and ``z``
+        ``(rows, L, N_DECADE_BINS)``, ``a`` ``(rows, L, N_LINEAR_BINS)``;
+        ``record="epoch"``: one row per epoch (``epoch``, ``n_sampled`` and the
+        counts summed over the epoch's sampled mini-batches).
     sizes : tuple of int
         Layer widths of the network.
     backend : str
@@ -189,7 +196,7 @@ class History:
         seed actually used, also when ``seed=None`` was passed -- ...).
     """
 
-    TABLES = ("batch", "epoch", "probe", "validation")
+    TABLES = ("batch", "epoch", "probe", "validation", "histograms")
     stat_names = STAT_NAMES
 
     def __init__(
@@ -202,11 +209,13 @@ class History:
         backend: str = "",
         dtype: str = "",
         settings: Mapping[str, Any] | None = None,
+        histograms: Table | None = None,
     ) -> None:
         self.batch = batch if batch is not None else Table(name="batch")
         self.epoch = epoch if epoch is not None else Table(name="epoch")
         self.probe = probe if probe is not None else Table(name="probe")
         self.validation = validation if validation is not None else Table(name="validation")
+        self.histograms = histograms if histograms is not None else Table(name="histograms")
         self.sizes = tuple(int(s) for s in sizes)
         self.backend = str(backend)
         self.dtype = str(dtype)
@@ -308,6 +317,34 @@ class History:
             settings=settings,
         )
 
+    # ---------------------------------------------------------------------- export
+
+    def to_pandas(self, table: str = "batch"):
+        """One table as a tidy long :class:`pandas.DataFrame` (needs ``fastbp[pandas]``).
+
+        Columns ``epoch, batch, layer, statistic, value``: one row per record, layer and
+        statistic (see ``fastbp/_export.py`` for scalar columns and the histograms table).
+
+        Parameters
+        ----------
+        table : {"batch", "epoch", "probe", "validation", "histograms"}, default "batch"
+        """
+        from ._export import history_to_pandas
+
+        return history_to_pandas(self, table=table)
+
+    def to_csv(self, path: Any, table: str = "batch") -> None:
+        """Write one table in the long format of :meth:`to_pandas` as CSV (no pandas needed).
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+        table : {"batch", "epoch", "probe", "validation", "histograms"}, default "batch"
+        """
+        from ._export import history_to_csv
+
+        history_to_csv(self, path, table=table)
+
     # ------------------------------------------------------------------------ JSON
 
     def to_json(self, indent: int | None = None) -> str:
@@ -366,6 +403,7 @@ class History:
                 hint=doc["tables"][t].get("hint", ""),
             )
             for t in cls.TABLES
+            if t in doc["tables"]  # "histograms" is absent from older documents
         }
         return cls(
             **tables,

@@ -207,6 +207,10 @@ def save(net: Any, path: Any, *, history: History | None = None, optimizer: bool
             arrays[f"velocity_weights_{l}"] = np.ascontiguousarray(W)
             arrays[f"velocity_biases_{l}"] = np.ascontiguousarray(b)
         opt = {"n_updates": int(net.n_updates), "rng": net._rng_record()}
+        # the state of fit(stats=...): the origin of "distance", the noise averages
+        if net._stats_start is not None:
+            arrays["stats_start"] = np.ascontiguousarray(net._stats_start)
+        arrays["noise_ema"] = np.ascontiguousarray(net._noise_ema)
     hist_meta = None
     if history is not None:
         hist_meta, hist_arrays = _history_members(history)
@@ -362,6 +366,7 @@ def _read_network(reader: _Reader) -> Any:
     velocity = np.zeros_like(params)
     n_updates = 0
     rng = None
+    stats_start = noise_ema = None
     opt = reader.header.get("optimizer")
     if opt is not None:
         if not isinstance(opt, dict):
@@ -375,6 +380,11 @@ def _read_network(reader: _Reader) -> Any:
         if not isinstance(n_updates, int) or isinstance(n_updates, bool) or n_updates < 0:
             raise reader.fail(f"optimizer.n_updates={describe(n_updates)} is invalid")
         rng = opt.get("rng")
+        arrays = reader.header["arrays"]
+        if "stats_start" in arrays:
+            stats_start = reader.array("stats_start", dtype, (layout.n_params,))
+        if "noise_ema" in arrays:
+            noise_ema = reader.array("noise_ema", np.dtype(np.float64), (2, layout.L))
     net = Network.__new__(Network)
     net._setup(layout, params, velocity, n_updates, init if isinstance(init, str) else "loaded")
     if rng is not None:
@@ -382,6 +392,7 @@ def _read_network(reader: _Reader) -> Any:
             net._rng_restore(rng)
         except (ValueError, TypeError, KeyError, OverflowError) as exc:
             raise reader.fail(f"optimizer.rng is invalid ({exc})") from None
+    net._restore_stats_state(stats_start, noise_ema)
     return net
 
 
@@ -394,6 +405,8 @@ def _read_history(reader: _Reader) -> History | None:
     tables = {}
     for t in History.TABLES:
         spec = meta["tables"].get(t)
+        if spec is None and t == "histograms":  # files written before it existed
+            continue
         if not isinstance(spec, dict) or not isinstance(spec.get("columns"), list):
             raise reader.fail(f"history table {t!r} is missing from the header")
         columns = {}
@@ -407,7 +420,7 @@ def _read_history(reader: _Reader) -> History | None:
                 shape = tuple(int(s) for s in declared.get("shape"))
             except (TypeError, ValueError):
                 raise reader.fail(f"the history column {name!r} is declared badly") from None
-            if dtype.kind not in "biuf" or any(s < 0 for s in shape) or len(shape) not in (1, 2):
+            if dtype.kind not in "biuf" or any(s < 0 for s in shape) or len(shape) not in (1, 2, 3):
                 raise reader.fail(f"the history column {name!r} has dtype {dtype} {shape}")
             columns[key] = reader.array(name, dtype, shape)
         try:

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from . import _diagnostics as dx
 from ._backends import _resolve
 from ._contract import (
     MOMENTUM_SUTSKEVER,
@@ -38,7 +39,9 @@ from ._contract import (
     PHASE_NAMES,
     RECORD_BATCH,
     RECORD_EPOCH,
+    RECORD_NONE,
     STAT_NAMES,
+    Diag,
     Hyper,
     Layout,
 )
@@ -61,6 +64,7 @@ from ._validation import (
     check_epochs,
     check_eta,
     check_fit_size,
+    check_fraction,
     check_init,
     check_int,
     check_layer_array,
@@ -276,6 +280,10 @@ class Network:
         # the shuffling generator of the last fit (seed="continue" continues it)
         self._rng: np.random.Generator | None = None
         self._rng_seed: int | None = None
+        # state of the optional statistic groups: the weights of the first fit
+        # ("distance") and the noise scale's moving averages
+        self._stats_start: np.ndarray | None = None
+        self._noise_ema = np.zeros((2, layout.L))
 
     def _rng_record(self) -> dict[str, Any] | None:
         """The shuffling generator's state as plain JSON-able data (None if none)."""
@@ -411,6 +419,16 @@ class Network:
             for view, b in zip(self._layout.bias_views(self._params), bs, strict=True):
                 view[...] = b
 
+    def reset_stats(self) -> None:
+        """Forget the state of the optional statistic groups of ``fit(stats=...)``.
+
+        ``distance`` is then measured from the weights at the start of the next
+        ``fit``, and the noise scale's moving averages restart from zero.
+        """
+        with self._lock:
+            self._stats_start = None
+            self._noise_ema[...] = 0.0
+
     def reset_optimizer(self) -> None:
         """Zero the momentum velocity and the update count ``n_updates``."""
         with self._lock:
@@ -468,6 +486,8 @@ class Network:
             "velocity": self._velocity.copy(),
             "n_updates": self._n_updates,
             "rng": self._rng_record(),
+            "stats_start": None if self._stats_start is None else self._stats_start.copy(),
+            "noise_ema": self._noise_ema.copy(),
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -484,6 +504,20 @@ class Network:
             raise ValueError("corrupt Network state: buffer sizes do not match the layout")
         self._setup(layout, params, velocity, state["n_updates"], state["init"])
         self._rng_restore(state.get("rng"))
+        self._restore_stats_state(state.get("stats_start"), state.get("noise_ema"))
+
+    def _restore_stats_state(self, start: Any, ema: Any) -> None:
+        """Set the state of the optional statistic groups (None: keep the fresh one)."""
+        if start is not None:
+            start = np.ascontiguousarray(start, dtype=self._layout.dtype)
+            if start.shape != (self._layout.n_params,):
+                raise ValueError("corrupt Network state: stats_start does not match the layout")
+            self._stats_start = start
+        if ema is not None:
+            ema = np.asarray(ema, dtype=np.float64)
+            if ema.shape != (2, self._layout.L):
+                raise ValueError("corrupt Network state: noise_ema does not match the layout")
+            self._noise_ema[...] = ema
 
     # ------------------------------------------------------------------- internals
 
@@ -776,6 +810,11 @@ class Network:
         seed: int | str | None = None,
         checkpoint: Any = None,
         checkpoint_every: int = 1,
+        stats: Any = None,
+        stats_every: int = 1,
+        noise_ema: float = 0.99,
+        callbacks: Any = None,
+        callback_every: int | None = None,
     ) -> History:
         """Train by mini-batch stochastic gradient descent.
 
@@ -826,6 +865,30 @@ class Network:
             the History of an uninterrupted run.
         checkpoint_every : int, default 1
             Epochs between checkpoints.
+        stats : None, "core", "all", str or iterable of str, default None
+            Optional statistic groups computed in the same pass, on top of the core
+            statistics of ``record``: ``"per_example"`` (per-example gradient norms
+            and the trace of their covariance), ``"noise_scale"`` (the gradient noise
+            scale B_simple), ``"moments"`` (per-parameter second moments: the gradient
+            signal-to-noise ratio), ``"histograms"`` (counts of delta, z and a per
+            layer, in ``history.histograms``), ``"distance"`` (``||W - W_0||``).
+            ``None``/``"core"``: none; ``"all"``: every group.  Needs ``record``
+            ``"batch"`` or ``"epoch"``.  Definitions: ``fastbp/_diagnostics.py`` and
+            the README.
+        stats_every : int, default 1
+            Compute the groups on mini-batch ``k`` of each epoch only when
+            ``k % stats_every == 0`` (their columns are NaN on the others).
+        noise_ema : float in [0, 1), default 0.99
+            Coefficient of the moving averages behind ``noise_scale``.
+        callbacks : callable or list of callables, optional
+            Called as ``cb(net, history)`` with the History so far, after every epoch
+            (after its validation) or every ``callback_every`` mini-batches, never
+            inside compiled code.  An object's ``on_fit_begin(net)`` and
+            ``on_fit_end(net, history)`` methods, if present, are called at the start
+            and at the end of ``fit`` (also when it raises).  Ready writers:
+            :mod:`fastbp.callbacks`.
+        callback_every : int, optional
+            Mini-batches between callback calls (the epoch's end always calls).
 
         Returns
         -------
@@ -914,7 +977,32 @@ class Network:
             checkpoint_every, "checkpoint_every", 1, fix="pass the epochs between checkpoints"
         )
         rec_mode = RECORD_MODES[record]
-        check_fit_size(self._layout, n, batch_size, epochs, rec_mode)
+        groups = dx.parse_stats(stats)
+        stats_every = check_int(
+            stats_every, "stats_every", 1, fix="pass the mini-batches between samples (>= 1)"
+        )
+        noise_ema = check_fraction(noise_ema, "noise_ema")
+        if groups and rec_mode == RECORD_NONE:
+            raise ValueError(
+                f"stats={stats!r} needs record='batch' or record='epoch' (record=None "
+                "computes no statistics)"
+            )
+        cbs = _check_callbacks(callbacks)
+        if callback_every is not None:
+            callback_every = check_int(
+                callback_every, "callback_every", 1, fix="pass the mini-batches between calls"
+            )
+        diag_rows = (
+            _hist_rows(n, batch_size, stats_every, rec_mode) if "histograms" in groups else 0
+        )
+        check_fit_size(
+            self._layout,
+            n,
+            batch_size,
+            epochs,
+            rec_mode,
+            extra=_diag_nbytes(self._layout, epochs, n, batch_size, rec_mode, groups, diag_rows),
+        )
         name, backend = _resolve()
 
         hyper = Hyper(
@@ -951,32 +1039,59 @@ class Network:
             "cost": self.cost_name,
             "alpha": self.alpha,
             "n_updates_start": self._n_updates,
+            "stats": list(groups),
+            "stats_every": stats_every,
+            "noise_ema": noise_ema,
+            "a_range": dx.a_ranges(self._layout).tolist(),
         }
         with self._lock, _DeferredInterrupt() as interrupt:
             if rng is None:
                 rng = self._rng
             else:
                 self._rng, self._rng_seed = rng, seed_used
-            return self._fit_loop(
-                backend,
-                name,
-                X,
-                Y,
-                n,
-                epochs,
-                batch_size,
-                hyper,
-                rec_mode,
-                val,
-                prb,
-                on_nonfinite,
-                lmbda,
-                rng,
-                settings,
-                interrupt,
-                checkpoint,
-                checkpoint_every,
+            if groups and self._stats_start is None:
+                self._stats_start = self._params.copy()
+            diag = (
+                _DiagSetup(dx.group_mask(groups), groups, stats_every, noise_ema, diag_rows)
+                if groups
+                else None
             )
+            for cb in cbs:
+                if hasattr(cb, "on_fit_begin"):
+                    cb.on_fit_begin(self)
+            history = None
+            try:
+                history = self._fit_loop(
+                    backend,
+                    name,
+                    X,
+                    Y,
+                    n,
+                    epochs,
+                    batch_size,
+                    hyper,
+                    rec_mode,
+                    val,
+                    prb,
+                    on_nonfinite,
+                    lmbda,
+                    rng,
+                    settings,
+                    interrupt,
+                    checkpoint,
+                    checkpoint_every,
+                    diag,
+                    cbs,
+                    callback_every,
+                )
+            except (NonFiniteError, TrainingInterrupted) as exc:
+                history = exc.history
+                raise
+            finally:
+                for cb in cbs:
+                    if hasattr(cb, "on_fit_end"):
+                        cb.on_fit_end(self, history)
+            return history
 
     def _fit_loop(
         self,
@@ -998,9 +1113,29 @@ class Network:
         interrupt,
         checkpoint,
         checkpoint_every,
+        diag_setup,
+        cbs,
+        callback_every,
     ) -> History:
         """The training loop of :meth:`fit` (arguments validated; lock held)."""
-        rec = _Recorder(self._layout, epochs, n, batch_size, rec_mode, val, prb)
+        rec = _Recorder(self._layout, epochs, n, batch_size, rec_mode, val, prb, diag_setup)
+        diag = None
+        if diag_setup is not None:
+            diag = Diag(
+                diag_setup.mask,
+                diag_setup.every,
+                diag_setup.beta,
+                rec.diag_batch[:0],
+                rec.diag_epoch[0],
+                rec.hist[0],
+                self._noise_ema,
+                self._stats_start,
+                dx.a_ranges(self._layout),
+                np.array(
+                    [np.sqrt(np.sum(np.square(W, dtype=np.float64)))
+                     for W in self._layout.weight_views(self._stats_start)]
+                ),
+            )  # fmt: skip
         ws = self._workspace(name, backend, batch_size)
         ws_val = self._eval_workspace(name, backend, val[0].shape[0]) if val else None
         ws_prb = self._eval_workspace(name, backend, prb[0].shape[0]) if prb else None
@@ -1012,6 +1147,12 @@ class Network:
         def finish() -> History:
             settings["n_updates_end"] = self._n_updates
             return rec.history(self.sizes, name, self.dtype.name, settings)
+
+        def call_back() -> None:
+            if cbs:
+                history = finish()
+                for cb in cbs:
+                    cb(self, history)
 
         def stop_if_interrupted(e: int, done: int) -> None:
             if interrupt.pending:
@@ -1040,6 +1181,9 @@ class Network:
             while start < nb:
                 row0 = e * nb + start
                 hyper.t = self._n_updates
+                if diag is not None:
+                    diag.epoch = rec.diag_epoch[e if rec_mode == RECORD_EPOCH else 0]
+                    diag.hist = rec.hist[e if rec.hist.shape[0] > 1 else 0]
                 if sizer.wants_overhead(start):
                     # a call of no mini-batch costs what every call costs besides its
                     # mini-batches (argument checks, per-call set-up of the kernel)
@@ -1049,11 +1193,13 @@ class Network:
                         backend.train_epoch(
                             lay, ws, params, velocity, X, Y, order, batch_size, start, start,
                             hyper, rec.batch_block(row0, 0), rec.epoch_block(e),
-                            rec.batch_cost[row0:row0],
+                            rec.batch_cost[row0:row0], *rec.diag_block(diag, row0, 0),
                         )  # fmt: skip
                         times.append(time.perf_counter() - t0)
                     sizer.overhead = self._call_overhead[(name, batch_size)] = min(times)
                 stop = min(start + sizer.size, nb)
+                if callback_every is not None:  # a call ends where a callback is due
+                    stop = min(stop, (start // callback_every + 1) * callback_every)
                 t0 = time.perf_counter()
                 t, n_sk, fault_batch, fault_layer, fault_phase = backend.train_epoch(
                     lay,
@@ -1070,6 +1216,7 @@ class Network:
                     rec.batch_block(row0, stop - start),
                     rec.epoch_block(e),
                     rec.batch_cost[row0 : row0 + stop - start],
+                    *rec.diag_block(diag, row0, stop - start),
                 )
                 elapsed = time.perf_counter() - t0
                 self._n_updates = int(t)
@@ -1087,6 +1234,8 @@ class Network:
                 sizer.update(elapsed, stop - start)
                 start = stop
                 if start < nb:
+                    if callback_every is not None and start % callback_every == 0:
+                        call_back()
                     stop_if_interrupted(e, start)
             rec.end_epoch(e, skipped, self._l2_term(lmbda, n))
             if val is not None:
@@ -1098,6 +1247,7 @@ class Network:
                 if labels is not None:
                     rec.val_accuracy[e] = correct / Xv.shape[0]
                 rec.val_rows = e + 1
+            call_back()
             if checkpoint is not None and ((e + 1) % checkpoint_every == 0 or e + 1 == epochs):
                 self.save(checkpoint, history=finish(), optimizer=True)
             if e + 1 < epochs:
@@ -1195,7 +1345,15 @@ class _Recorder:
     """Preallocated buffers of one ``fit`` call, and the History built from them."""
 
     def __init__(
-        self, layout: Layout, epochs: int, n: int, batch_size: int, rec_mode: int, val, prb
+        self,
+        layout: Layout,
+        epochs: int,
+        n: int,
+        batch_size: int,
+        rec_mode: int,
+        val,
+        prb,
+        diag: _DiagSetup | None = None,
     ):
         L = layout.L
         self.L = L
@@ -1224,6 +1382,17 @@ class _Recorder:
         self.probe_stats = np.full((epochs + 1, N_STATS, L), np.nan)
         self.probe_cost = np.full(epochs + 1, np.nan)
         self.probe_rows = 0
+        # optional statistic groups: scalar rows, and histogram rows per epoch
+        self.diag = diag
+        groups = diag.groups if diag is not None else ()
+        self.diag_columns = dx.columns_of(groups)
+        xrows = rows if (groups and rec_mode == RECORD_BATCH) else 0
+        self.diag_batch = np.full((xrows, dx.N_X, L), np.nan)
+        self.diag_epoch = np.full(
+            (epochs if (groups and rec_mode == RECORD_EPOCH) else 1, dx.N_X, L), np.nan
+        )
+        h = diag.hist_rows if (diag is not None and "histograms" in groups) else 0
+        self.hist = np.zeros((max(epochs, 1) if h else 1, h, L, dx.N_HIST), dtype=np.int64)
 
     def batch_block(self, row0: int, count: int) -> np.ndarray:
         if self.rec_mode == RECORD_BATCH:
@@ -1232,6 +1401,15 @@ class _Recorder:
 
     def epoch_block(self, e: int) -> np.ndarray:
         return self.rec_epoch[e if self.rec_mode == RECORD_EPOCH else 0]
+
+    def diag_block(self, diag: Diag | None, row0: int, count: int) -> tuple[Diag, ...]:
+        """The trailing ``diag`` argument of ``train_epoch`` (none without groups), its
+        ``rec`` pointing at this call's rows."""
+        if diag is None:
+            return ()
+        if self.rec_mode == RECORD_BATCH:
+            diag.rec = self.diag_batch[row0 : row0 + count]
+        return (diag,)
 
     def end_epoch(self, e: int, skipped: int, l2_term: float) -> None:
         nb = self.n_batches
@@ -1247,6 +1425,43 @@ class _Recorder:
     def _stat_columns(self, block: np.ndarray, rows: int) -> dict[str, np.ndarray]:
         return {name: block[:rows, i, :] for i, name in enumerate(STAT_NAMES)}
 
+    def _diag_columns(self, block: np.ndarray, rows: int) -> dict[str, np.ndarray]:
+        return {c: block[:rows, dx.XSTAT_NAMES.index(c), :] for c in self.diag_columns}
+
+    def _histograms(self) -> Table:
+        """The histogram rows recorded so far (complete epochs, and the current one's
+        rows up to the last finished mini-batch)."""
+        if self.hist.shape[1] == 0:
+            return Table(
+                name="histograms", hint="histograms are recorded with fit(stats='histograms')"
+            )
+        every, nb = self.diag.every, self.n_batches
+        done = self.batch_rows  # mini-batches finished, over all epochs
+        if self.rec_mode == RECORD_BATCH:
+            per = self.hist.shape[1]
+            k = np.arange(per, dtype=np.int64) * every
+            epoch = np.repeat(np.arange(self.epochs, dtype=np.int64), per)
+            batch = np.tile(k, self.epochs)
+            keep = epoch * nb + batch < done
+            flat = self.hist.reshape(-1, self.L, dx.N_HIST)[keep]
+            first = {"epoch": epoch[keep], "batch": batch[keep]}
+        else:
+            r = self.epoch_rows
+            flat = self.hist[:r, 0]
+            first = {
+                "epoch": np.arange(r, dtype=np.int64),
+                "n_sampled": np.full(r, -(-nb // every), dtype=np.int64),
+            }
+        return Table(
+            {
+                **first,
+                "delta": flat[:, :, dx.H_DELTA : dx.H_Z],
+                "z": flat[:, :, dx.H_Z : dx.H_A],
+                "a": flat[:, :, dx.H_A :],
+            },
+            name="histograms",
+        )
+
     def history(self, sizes, backend: str, dtype: str, settings) -> History:
         nb = self.n_batches
         if self.rec_mode == RECORD_BATCH:
@@ -1258,6 +1473,7 @@ class _Recorder:
                     "size": np.tile(self.sizes, self.epochs)[:r],
                     "cost": self.batch_cost[:r],
                     **self._stat_columns(self.rec_batch, r),
+                    **self._diag_columns(self.diag_batch, r),
                 },
                 name="batch",
             )
@@ -1274,6 +1490,7 @@ class _Recorder:
         hint = ""
         if self.rec_mode == RECORD_EPOCH:
             cols.update(self._stat_columns(self.rec_epoch, r))
+            cols.update(self._diag_columns(self.diag_epoch, r))
         else:
             hint = "per-epoch statistics are recorded with fit(record='epoch')"
         epoch = Table(cols, name="epoch", hint=hint)
@@ -1310,4 +1527,47 @@ class _Recorder:
             backend=backend,
             dtype=dtype,
             settings=settings,
+            histograms=self._histograms(),
         )
+
+
+@dataclass
+class _DiagSetup:
+    """The validated ``stats=`` settings of one ``fit``."""
+
+    mask: int
+    groups: tuple[str, ...]
+    every: int
+    beta: float
+    hist_rows: int
+
+
+def _hist_rows(n: int, batch_size: int, every: int, rec_mode: int) -> int:
+    """Histogram rows per epoch: one per sampled mini-batch, or one per epoch."""
+    nb = -(-n // batch_size)
+    return -(-nb // every) if rec_mode == RECORD_BATCH else 1
+
+
+def _diag_nbytes(layout, epochs, n, batch_size, rec_mode, groups, hist_rows) -> int:
+    """Bytes ``fit`` allocates for the optional groups (records and start weights)."""
+    if not groups:
+        return 0
+    L = layout.L
+    rows = epochs * -(-n // batch_size) if rec_mode == RECORD_BATCH else epochs
+    need = 8 * rows * dx.N_X * L + layout.n_params * layout.dtype.itemsize
+    need += 8 * max(epochs, 1) * hist_rows * L * dx.N_HIST
+    return need
+
+
+def _check_callbacks(callbacks: Any) -> list[Any]:
+    """``fit(callbacks=...)`` as a list of callables."""
+    if callbacks is None:
+        return []
+    cbs = [callbacks] if callable(callbacks) else list(callbacks)
+    for i, cb in enumerate(cbs):
+        if not callable(cb):
+            raise TypeError(
+                f"callbacks[{i}] is {type(cb).__name__}, not callable; pass functions "
+                "cb(net, history) or objects with __call__ (see fastbp.callbacks)"
+            )
+    return cbs

@@ -122,6 +122,14 @@ def check_real(value: Any, name: str, minimum: float, strict: bool = False, fix:
     return value
 
 
+def check_fraction(value: Any, name: str) -> float:
+    """A real in ``[0, 1)``."""
+    value = check_real(value, name, 0.0, fix="pass a number in [0, 1)")
+    if value >= 1.0:
+        raise ValueError(f"{name}={value!r} must be in [0, 1); pass a number below 1")
+    return value
+
+
 def check_bool(value: Any, name: str) -> bool:
     if not isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name} must be True or False, got {describe(value)}")

@@ -21,6 +21,9 @@ __all__ = [
     "momentum",
     "obstacles",
     "per_neuron",
+    "plot_gradient_flow",
+    "plot_gsnr",
+    "plot_noise_scale",
     "problem1",
     "saturation",
     "save",
@@ -361,3 +364,663 @@ def momentum(result: Any, path: str | os.PathLike | None = None) -> Any:
         ax.grid(True, alpha=0.3)
     fig.suptitle(f"Momentum on {result.sizes}, {_data_label(result)}", fontsize=10)
     return _finish(fig, path)
+
+
+# ------------------------------------------------- 8. optional statistic groups (History)
+#
+# These take a fastbp.History recorded with fit(stats=...) (fastbp/_diagnostics.py
+# defines the groups) instead of an experiment result.  Layers are numbered from 1 as
+# in the README's tables ("layer l" is net.weights[l - 1]); ``layers=`` takes those
+# numbers.
+
+_QUANTITY_SYMBOL = {"delta": r"$\delta$", "z": "$z$", "a": "$a$"}
+
+
+def _root_figure(obj: Any) -> Any:
+    """The top-level Figure of an Axes, a SubFigure or a Figure."""
+    f = getattr(obj, "figure", obj)
+    for _ in range(16):
+        parent = getattr(f, "figure", None)
+        if parent is None or parent is f:
+            break
+        f = parent
+    return f
+
+
+def _panels(
+    n: int,
+    ax: Any,
+    fig: Any,
+    ncols: int = 1,
+    width: float = 6.4,
+    height: float = 4.4,
+    sharex: bool = True,
+) -> tuple[Any, list[Any]]:
+    """``n`` Axes: the caller's ``ax`` (one per panel), or new ones in ``fig`` or a new Figure."""
+    if ax is not None and fig is not None:
+        raise ValueError("pass ax= or fig=, not both")
+    if ax is not None:
+        axes = list(np.ravel(np.asarray(ax, dtype=object)))
+        if len(axes) != n:
+            raise ValueError(f"ax= needs {n} Axes (one per panel), got {len(axes)}")
+        return _root_figure(axes[0]), axes
+    if fig is None:
+        fig = _figure(width, height)
+    nrows = -(-n // ncols)
+    grid = fig.subplots(nrows, ncols, squeeze=False, sharex=sharex)
+    axes = list(grid.ravel())
+    for extra in axes[n:]:
+        extra.remove()
+    return _root_figure(fig), axes[:n]
+
+
+def _layer_numbers(layers: Any, n_layers: int) -> list[int]:
+    """Column indices (0-based) of the layers selected by 1-based numbers (or -1 = last)."""
+    if layers is None:
+        return list(range(n_layers))
+    if isinstance(layers, (int, np.integer)):
+        layers = [layers]
+    out: list[int] = []
+    for l in layers:
+        if isinstance(l, bool) or not isinstance(l, (int, np.integer)):
+            raise TypeError(f"layers: {l!r} is not an int (layers are numbered 1 .. {n_layers})")
+        l = int(l)
+        if 1 <= l <= n_layers:
+            col = l - 1
+        elif -n_layers <= l <= -1:
+            col = n_layers + l
+        else:
+            raise ValueError(
+                f"layers: there is no layer {l}; layers are numbered 1 .. {n_layers} "
+                "(layer l is net.weights[l - 1]; -1 is the last)"
+            )
+        if col not in out:
+            out.append(col)
+    if not out:
+        raise ValueError("layers= selects no layer")
+    return out
+
+
+def _group_of(column: str) -> str:
+    from ._diagnostics import GROUP_COLUMNS
+
+    for group, columns in GROUP_COLUMNS.items():
+        if column in columns:
+            return group
+    return column
+
+
+def _stat_column(history: Any, column: str, table: str | None) -> tuple[str, np.ndarray]:
+    """``(table name, (rows, L) float64 column)``, or a ValueError that says how to get it."""
+    group = _group_of(column)
+    if table is None:
+        for name in ("batch", "epoch"):
+            t = getattr(history, name, None)
+            if t is not None and column in t:
+                values = np.asarray(t[column], dtype=np.float64)
+                break
+        else:
+            raise ValueError(
+                f"history has no {column!r} column: fit with stats=({group!r},) or stats='all'"
+            )
+    elif table in ("batch", "epoch"):
+        t = getattr(history, table, None)
+        if t is None or column not in t:
+            raise ValueError(
+                f"history.{table} has no {column!r} column: fit with record={table!r} and "
+                f"stats=({group!r},) or stats='all'"
+            )
+        name, values = table, np.asarray(t[column], dtype=np.float64)
+    else:
+        raise ValueError(f"table={table!r}: choose 'batch', 'epoch' or None (whichever has it)")
+    if values.ndim != 2:
+        raise ValueError(f"history.{name}[{column!r}] has shape {values.shape}, expected (rows, L)")
+    return name, values
+
+
+def _time(history: Any, name: str) -> tuple[np.ndarray, str]:
+    """x of the rows of table ``name``: the mini-batch counted over the fit, or the epoch."""
+    t = getattr(history, name)
+    if name == "batch":
+        return np.arange(len(t), dtype=np.float64), "mini-batch"
+    if "epoch" in t:
+        return np.asarray(t["epoch"], dtype=np.float64), "epoch"
+    return np.arange(len(t), dtype=np.float64), "epoch"
+
+
+def _layer_lines(ax: Any, x: np.ndarray, values: np.ndarray, cols: list[int]) -> None:
+    """One line per layer through its finite, positive points (log y)."""
+    for l in cols:
+        y = values[:, l]
+        keep = np.isfinite(y) & (y > 0)
+        n = int(keep.sum())
+        ax.plot(
+            x[keep],
+            y[keep],
+            color=f"C{l % 10}",
+            marker="o" if n <= 100 else None,
+            markersize=3,
+            linewidth=1.2,
+            label=f"layer {l + 1}" if n else f"layer {l + 1} (no data)",
+        )
+
+
+def _sampling_note(history: Any) -> str:
+    every = history.settings.get("stats_every")
+    if every not in (None, 1):
+        return f"; mini-batches sampled every {every}"
+    return ""
+
+
+def _integer_x(ax: Any) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def plot_noise_scale(
+    history: Any,
+    table: str | None = None,
+    layers: Any = None,
+    *,
+    show_batch_size: bool = True,
+    ax: Any = None,
+    fig: Any = None,
+    path: str | os.PathLike | None = None,
+) -> Any:
+    """Gradient noise scale B_simple of each layer over training, log scale.
+
+    ``noise_scale`` is McCandlish et al.'s (2018) simple noise scale
+    ``B_simple = tr(Sigma) / |G|^2`` (both exponentially averaged over the sampled
+    mini-batches; see ``fastbp/_diagnostics.py``): roughly the batch size above
+    which larger mini-batches stop paying off.
+
+    Parameters
+    ----------
+    history : fastbp.History
+        Recorded with ``fit(stats=("noise_scale",))`` or ``stats="all"``.
+    table : {"batch", "epoch"}, optional
+        Table to plot; default ``"batch"`` if it has the column, else ``"epoch"``.
+        With ``"batch"`` x is the mini-batch counted from 0 over the ``fit`` call (the
+        row of ``history.batch``); with ``"epoch"`` it is the epoch.
+    layers : int or sequence of int, optional
+        Layers to draw, numbered from 1 (layer ``l`` is ``net.weights[l - 1]``, as in
+        the legend); ``-1`` is the last.  Default all.
+    show_batch_size : bool, default True
+        Also draw ``history.settings["batch_size"]`` as a dotted horizontal line.
+    ax : matplotlib Axes, optional
+        Draw into this Axes instead of a new Figure.
+    fig : matplotlib Figure or SubFigure, optional
+        Add the Axes to this (empty) figure instead of a new one.
+    path : str or os.PathLike, optional
+        Save the figure there (format from the suffix).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        One Axes; one line per layer (legend ``"layer 1"`` ...), then the batch size
+        line.  Only sampled points are drawn: NaN rows (mini-batches not sampled,
+        ``m = 1``) and non-positive values (a negative ``|G|^2`` estimate early in
+        training), which a log scale cannot show, are left out.
+
+    Raises
+    ------
+    ValueError
+        If the history has no ``noise_scale`` column (fit without that group), or
+        ``layers`` names no layer of the network.
+    """
+    name, values = _stat_column(history, "noise_scale", table)
+    cols = _layer_numbers(layers, values.shape[1])
+    x, xlabel = _time(history, name)
+    figure, (a,) = _panels(1, ax, fig)
+    _layer_lines(a, x, values, cols)
+    batch_size = history.settings.get("batch_size")
+    if show_batch_size and batch_size is not None:
+        a.axhline(
+            batch_size, color="0.35", linestyle=":", linewidth=1, label=f"batch size {batch_size}"
+        )
+    a.set_yscale("log")
+    a.set_xlabel(xlabel)
+    _integer_x(a)
+    a.set_ylabel(r"noise scale $B_\mathrm{simple} = \mathrm{tr}\,\Sigma\,/\,|G|^2$")
+    ema = history.settings.get("noise_ema")
+    note = f"EMA coefficient {ema:g}" if isinstance(ema, (int, float)) else "moving averages"
+    a.set_title(f"Gradient noise scale per layer\n({note}{_sampling_note(history)})", fontsize=10)
+    a.legend(fontsize=8)
+    a.grid(True, which="major", alpha=0.3)
+    return _finish(figure, path)
+
+
+def plot_gsnr(
+    history: Any,
+    table: str | None = None,
+    layers: Any = None,
+    *,
+    show_zero: bool = False,
+    ax: Any = None,
+    fig: Any = None,
+    path: str | os.PathLike | None = None,
+) -> Any:
+    """Mean gradient signal-to-noise ratio of each layer over training, log scale.
+
+    ``gsnr`` is the mean over a layer's parameters of ``g^2 / v`` (mean gradient
+    squared over its variance across the mini-batch's examples; Liu et al. 2020),
+    over the parameters with ``v > 0``; ``gsnr_zero`` counts those left out.
+
+    Parameters
+    ----------
+    history : fastbp.History
+        Recorded with ``fit(stats=("moments",))`` or ``stats="all"``.
+    table : {"batch", "epoch"}, optional
+        Table to plot; default ``"batch"`` if it has the column, else ``"epoch"``
+        (x: the mini-batch counted from 0 over the ``fit`` call, or the epoch).
+    layers : int or sequence of int, optional
+        Layers to draw, numbered from 1 (layer ``l`` is ``net.weights[l - 1]``);
+        ``-1`` is the last.  Default all.
+    show_zero : bool, default False
+        Add a second panel below with ``gsnr_zero``, the number of parameters with
+        zero gradient variance (linear scale).
+    ax : matplotlib Axes or sequence of 2 Axes, optional
+        Draw into these (two with ``show_zero=True``) instead of a new Figure.
+    fig : matplotlib Figure or SubFigure, optional
+        Add the Axes to this (empty) figure instead of a new one.
+    path : str or os.PathLike, optional
+        Save the figure there (format from the suffix).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        One Axes (two with ``show_zero``), one line per layer in each (legend
+        ``"layer 1"`` ...).  Only sampled points are drawn: NaN rows are left out, and
+        on the log-scale panel so are zeros.
+
+    Raises
+    ------
+    ValueError
+        If the history has no ``gsnr`` (or, with ``show_zero``, ``gsnr_zero``) column,
+        or ``layers`` names no layer of the network.
+    """
+    name, values = _stat_column(history, "gsnr", table)
+    zero = _stat_column(history, "gsnr_zero", name)[1] if show_zero else None
+    cols = _layer_numbers(layers, values.shape[1])
+    x, xlabel = _time(history, name)
+    n = 1 if zero is None else 2
+    figure, axes = _panels(n, ax, fig, height=4.4 if n == 1 else 6.4)
+    a = axes[0]
+    _layer_lines(a, x, values, cols)
+    a.set_yscale("log")
+    a.set_ylabel(r"mean GSNR $g^2 / \sigma^2$")
+    a.set_title(
+        "Mean gradient signal-to-noise ratio per layer\n(parameters with variance > 0"
+        f"{_sampling_note(history)})",
+        fontsize=10,
+    )
+    a.legend(fontsize=8)
+    if zero is not None:
+        b = axes[1]
+        for l in cols:
+            keep = np.isfinite(zero[:, l])
+            b.plot(
+                x[keep],
+                zero[keep, l],
+                color=f"C{l % 10}",
+                marker="o" if keep.sum() <= 100 else None,
+                markersize=3,
+                linewidth=1.2,
+                label=f"layer {l + 1}",
+            )
+        b.set_ylabel("parameters with zero variance")
+        b.set_xlabel(xlabel)
+    else:
+        a.set_xlabel(xlabel)
+    for p in axes:
+        p.grid(True, which="major", alpha=0.3)
+        _integer_x(p)
+    return _finish(figure, path)
+
+
+def _histogram_time(history: Any, t: Any) -> tuple[np.ndarray, str]:
+    """x of the rows of ``history.histograms``: mini-batch counted over the fit, or epoch."""
+    n = len(t)
+    if "batch" in t:
+        ep = np.asarray(t["epoch"], dtype=np.int64)
+        bt = np.asarray(t["batch"], dtype=np.int64)
+        b = getattr(history, "batch", None)
+        if n and b is not None and "epoch" in b and "batch" in b and len(b):
+            be = np.asarray(b["epoch"], dtype=np.int64)
+            bb = np.asarray(b["batch"], dtype=np.int64)
+            width = int(max(bt.max(), bb.max())) + 1
+            keys = be * width + bb
+            order = np.argsort(keys, kind="stable")
+            pos = np.searchsorted(keys[order], ep * width + bt)
+            pos = np.minimum(pos, len(keys) - 1)
+            if np.array_equal(keys[order][pos], ep * width + bt):
+                return order[pos].astype(np.float64), "mini-batch"
+        s = history.settings
+        bs, n_train = s.get("batch_size"), s.get("n_train")
+        if isinstance(bs, (int, np.integer)) and isinstance(n_train, (int, np.integer)) and bs > 0:
+            per_epoch = -(-n_train // bs)
+            return (ep * per_epoch + bt).astype(np.float64), "mini-batch"
+        return np.arange(n, dtype=np.float64), "sampled mini-batch (row of history.histograms)"
+    if "epoch" in t:
+        return np.asarray(t["epoch"], dtype=np.float64), "epoch"
+    return np.arange(n, dtype=np.float64), "record"
+
+
+def _a_ranges(history: Any, n_layers: int) -> np.ndarray | None:
+    """``(L, 2)`` linear ranges of the ``a`` histograms: settings["a_range"], else from
+    the activations in the settings, else None."""
+    from ._contract import ACTIVATION_CODES
+    from ._diagnostics import activation_range
+
+    s = history.settings
+    r = s.get("a_range")
+    if r is not None:
+        arr = np.asarray(r, dtype=np.float64)
+        if arr.shape == (n_layers, 2):
+            return arr
+    hidden, output = s.get("activation"), s.get("output")
+    if hidden is None or output is None:
+        return None
+    names = [hidden] * (n_layers - 1) if isinstance(hidden, str) else list(hidden)
+    names.append(output)
+    if len(names) != n_layers or not all(nm in ACTIVATION_CODES for nm in names):
+        return None
+    return np.array([activation_range(ACTIVATION_CODES[nm]) for nm in names], dtype=np.float64)
+
+
+def _bin_layout(
+    occupied: np.ndarray, n_bins: int, compress: bool, crop: bool
+) -> tuple[np.ndarray, list[tuple[int, int]], tuple[float, float]]:
+    """y edges of the bins (runs of empty bins between occupied ones squeezed into
+    ``_RUN_HEIGHT`` bin heights with ``compress``), the squeezed runs ``(first, stop)``
+    and the y limits."""
+    heights = np.ones(n_bins)
+    runs: list[tuple[int, int]] = []
+    occ = np.flatnonzero(occupied)
+    if compress and occ.size > 1:
+        for a, b in zip(occ[:-1], occ[1:]):
+            if b - a - 1 >= _MIN_RUN:
+                runs.append((int(a) + 1, int(b)))
+                heights[a + 1 : b] = _RUN_HEIGHT / (b - a - 1)
+    edges = np.concatenate(([0.0], np.cumsum(heights)))
+    if crop and occ.size:
+        lims = (edges[max(0, occ[0] - 1)], edges[min(n_bins, occ[-1] + 2)])
+    else:
+        lims = (edges[0], edges[-1])
+    return edges, runs, (float(lims[0]), float(lims[1]))
+
+
+_MIN_RUN = 4  # squeeze runs of at least this many empty bins
+_RUN_HEIGHT = 2.0  # into this many bin heights
+
+
+def _decade_ticks(
+    edges: np.ndarray, runs: list[tuple[int, int]], lims: tuple[float, float]
+) -> tuple[list[float], list[str]]:
+    """Ticks at the decade boundaries ``±10^k`` (bin edges) and at the zero bin.
+
+    In order of preference: 0 (unless its bin is empty, inside a squeezed run), the
+    boundaries where a squeezed run of empty bins ends, 0 (if inside a run), then every
+    ``stride``-th decade; a tick closer than 1/15 of the visible range to a kept one is
+    dropped.
+    """
+    from ._diagnostics import decade_edges
+
+    lo, labels = decade_edges()
+    zero = labels.index("0")
+    y_lo, y_hi = lims
+    inside = np.zeros(len(lo) + 1, dtype=bool)  # boundary i strictly inside a squeezed run
+    for a, b in runs:
+        inside[a + 1 : b] = True
+
+    def label(i: int) -> str | None:
+        v = lo[i] if i < len(lo) else np.inf
+        if not np.isfinite(v) or v == 0:
+            return None
+        k = int(round(np.log10(abs(v))))
+        return f"-1e{k}" if v < 0 else f"1e{k}"
+
+    def visible(y: float) -> bool:
+        return y_lo - 1e-9 <= y <= y_hi + 1e-9
+
+    first: list[tuple[float, str]] = []
+    y_zero = 0.5 * (edges[zero] + edges[zero + 1])
+    zero_squeezed = any(a <= zero < b for a, b in runs)
+    if visible(y_zero) and not zero_squeezed:
+        first.append((float(y_zero), "0"))
+    for a, b in runs:
+        for i in (a, b):
+            name = label(i)
+            if name is not None and visible(edges[i]):
+                first.append((float(edges[i]), name))
+    if visible(y_zero) and zero_squeezed:
+        first.append((float(y_zero), "0"))
+    rest = [(i, label(i)) for i in range(1, len(lo)) if not inside[i] and visible(edges[i])]
+    rest = [(i, name) for i, name in rest if name is not None]
+    stride = 1
+    for stride in (1, 2, 3, 5, 10, 15, 20, 30, 60):
+        n = sum(1 for i, name in rest if int(name.split("e")[1]) % stride == 0)
+        if n <= 8:
+            break
+    first += [(float(edges[i]), name) for i, name in rest if int(name.split("e")[1]) % stride == 0]
+    gap = (y_hi - y_lo) / 15.0
+    kept: list[tuple[float, str]] = []
+    for y, name in first:
+        if all(abs(y - yk) >= gap and name != nk for yk, nk in kept):
+            kept.append((y, name))
+    kept.sort()
+    return [y for y, _ in kept], [name for _, name in kept]
+
+
+def plot_gradient_flow(
+    history: Any,
+    quantity: str = "delta",
+    layers: Any = None,
+    *,
+    log: bool = False,
+    vmin: float | None = None,
+    skip_empty: bool = True,
+    crop: bool = True,
+    compress: bool = True,
+    cmap: str = "viridis",
+    colorbar: bool = True,
+    ax: Any = None,
+    fig: Any = None,
+    path: str | os.PathLike | None = None,
+) -> Any:
+    """Gradient flow: the distribution of delta (or z, a) of every layer over training.
+
+    One panel per layer, layer 1 on top.  x is the record (mini-batch or epoch), y
+    the histogram bins of ``history.histograms`` and the colour the fraction of that
+    layer's values of the record that fall in the bin.  For ``delta`` and ``z`` the
+    bins are signed decades, ``10^k <= |x| < 10^(k+1)`` for each sign, so vanishing
+    gradients show as the mass of the early layers' deltas moving down to tiny
+    decades (towards the ``0`` tick in the middle) and exploding ones as it moving
+    out.
+
+    Parameters
+    ----------
+    history : fastbp.History
+        Recorded with ``fit(stats=("histograms",))`` or ``stats="all"``.
+    quantity : {"delta", "z", "a"}, default "delta"
+        ``delta`` (the backpropagated error, ``dC/dz`` of each example), ``z``
+        (pre-activations) in signed decades; ``a`` (activations) in equal bins over
+        ``history.settings["a_range"]`` (else the activation's ``activation_range``),
+        plus a bin below and a bin above.
+    layers : int or sequence of int, optional
+        Layers to draw, numbered from 1 (layer ``l`` is ``net.weights[l - 1]``);
+        ``-1`` is the last.  Default all.
+    log : bool, default False
+        Logarithmic colour scale (shows the sparse tails of the distribution).
+    vmin : float, optional
+        Smallest fraction of the colour scale with ``log=True``; default the smallest
+        nonzero fraction drawn.
+    skip_empty : bool, default True
+        Leave out records without any count: mini-batches not sampled (if the table
+        holds rows for them), dropped by ``on_nonfinite="skip"``, or epochs with
+        ``n_sampled == 0``.  Each drawn record is a column from its own x to the
+        next drawn record's x (the last one as wide as the most common spacing), so with
+        ``stats_every=k`` a sampled mini-batch covers the ``k`` mini-batches it
+        stands for and left-out records do not leave holes.  With ``False`` they
+        are drawn as blank columns.
+    crop : bool, default True
+        Limit the y axis to the bins with any count (in the drawn layers and records)
+        and one bin around them, instead of all ``N_DECADE_BINS``; for ``a``, leave out
+        the bins below and above the range when both are empty.  The data of the
+        panels is all the bins either way.
+    compress : bool, default True
+        For ``delta`` and ``z``, draw each run of four or more empty bins between
+        occupied ones two bins high (hatched, its ends labelled): the two signs'
+        decades are otherwise far apart, the tiny decades between them usually empty.
+        The y axis is then not linear in the bin index (ticks stay on the bin edges).
+    cmap : str, default "viridis"
+        Colour map; empty bins are not coloured (the background shows).
+    colorbar : bool, default True
+        Add one colour bar for all panels (all panels share the colour scale).
+    ax : matplotlib Axes or sequence of Axes, optional
+        Draw into these, one per drawn layer, instead of a new Figure.
+    fig : matplotlib Figure or SubFigure, optional
+        Add the panels to this (empty) figure instead of a new one.
+    path : str or os.PathLike, optional
+        Save the figure there (format from the suffix).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The panels (one ``QuadMesh`` each, its array ``(bins, records)`` the fraction
+        ``counts / counts.sum()`` of the record and layer, masked where the count is
+        0), then the colour bar's Axes.
+
+    Raises
+    ------
+    ValueError
+        If the history has no histograms (fit without that group), ``quantity`` is not
+        one of the three, the table holds no count, or ``layers`` names no layer.
+
+    Notes
+    -----
+    Panels are stacked in one column up to 6 layers, in two columns up to 12, in three
+    beyond.  x is the mini-batch counted from 0 over the ``fit`` call (the row of
+    ``history.batch``, as in :func:`plot_noise_scale`) with ``record="batch"``, the
+    epoch with ``record="epoch"``.
+    """
+    from matplotlib.colors import LogNorm, Normalize
+
+    from ._diagnostics import N_DECADE_BINS, N_LINEAR_BINS, linear_edges
+
+    if quantity not in _QUANTITY_SYMBOL:
+        raise ValueError(f"quantity={quantity!r}: choose 'delta', 'z' or 'a'")
+    t = getattr(history, "histograms", None)
+    if t is None or quantity not in t:
+        raise ValueError("history has no histograms: fit with stats=('histograms',) or stats='all'")
+    counts = np.asarray(t[quantity])
+    n_bins = N_LINEAR_BINS if quantity == "a" else N_DECADE_BINS
+    if counts.ndim != 3 or counts.shape[2] != n_bins:
+        raise ValueError(
+            f"history.histograms[{quantity!r}] has shape {counts.shape}, "
+            f"expected (rows, L, {n_bins})"
+        )
+    n_layers = counts.shape[1]
+    cols = _layer_numbers(layers, n_layers)
+    x, xlabel = _histogram_time(history, t)
+    if skip_empty:
+        keep = counts.sum(axis=(1, 2)) > 0
+        counts, x = counts[keep], x[keep]
+    if counts.shape[0] == 0:
+        raise ValueError(
+            f"history.histograms[{quantity!r}] holds no count (no mini-batch was sampled)"
+        )
+    if x.size > 1 and not np.all(np.diff(x) > 0):
+        x, xlabel = np.arange(x.size, dtype=np.float64), "record (row of history.histograms)"
+    step = 1.0  # width of the last column: the most common spacing (the smaller on a tie)
+    if x.size > 1:
+        spacings, times = np.unique(np.diff(x), return_counts=True)
+        step = float(spacings[np.argmax(times)])
+    x_edges = np.append(x, x[-1] + step)
+
+    totals = counts.sum(axis=2, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        frac = counts / totals  # NaN where a layer has no count in the record
+    sel = frac[:, cols, :]
+    positive = sel[sel > 0]
+    vmax = float(positive.max()) if positive.size else 1.0
+    if log:
+        lo = vmin if vmin is not None else (float(positive.min()) if positive.size else 1e-6)
+        norm = LogNorm(vmin=min(lo, vmax), vmax=vmax)
+    else:
+        norm = Normalize(vmin=0.0, vmax=vmax)
+
+    occupied = counts[:, cols, :].sum(axis=(0, 1)) > 0
+    if quantity == "a":
+        # the range [lo, hi] is always drawn; the bins below and above it only if used
+        y_edges = np.arange(n_bins + 1, dtype=np.float64)
+        runs: list[tuple[int, int]] = []
+        outer = occupied[0] or occupied[-1]
+        lims = (0.0, float(n_bins)) if (outer or not crop) else (1.0, float(n_bins - 1))
+    else:
+        y_edges, runs, lims = _bin_layout(occupied, n_bins, compress, crop)
+    ranges = _a_ranges(history, n_layers) if quantity == "a" else None
+
+    n = len(cols)
+    ncols = 1 if n <= 6 else (2 if n <= 12 else 3)
+    nrows = -(-n // ncols)
+    figure, axes = _panels(
+        n, ax, fig, ncols=ncols, width=6.4 * ncols + 1.0, height=1.0 + 1.7 * nrows
+    )
+    symbol = _QUANTITY_SYMBOL[quantity]
+    mesh = None
+    for i, (p, l) in enumerate(zip(axes, cols)):
+        data = frac[:, l, :].T
+        mesh = p.pcolormesh(
+            x_edges,
+            y_edges,
+            np.ma.masked_where(~(data > 0), data),
+            cmap=cmap,
+            norm=norm,
+            shading="flat",
+            rasterized=True,
+        )
+        p.set_ylim(*lims)
+        if quantity != "a":
+            for a, b in runs:  # squeezed runs of empty bins: hatched
+                p.axhspan(
+                    y_edges[a],
+                    y_edges[b],
+                    facecolor="none",
+                    edgecolor="0.7",
+                    hatch="///",
+                    linewidth=0,
+                )
+            ticks, names = _decade_ticks(y_edges, runs, lims)
+            p.set_yticks(ticks, names, fontsize=7)
+            p.set_ylabel(symbol)
+        elif ranges is not None:
+            lo_a, hi_a = ranges[l]
+            edges = linear_edges(lo_a, hi_a)
+            n_lin = len(edges) - 1
+            marks = sorted({0, n_lin // 4, n_lin // 2, (3 * n_lin) // 4, n_lin})
+            p.set_yticks([1.0 + j for j in marks], [f"{edges[j]:g}" for j in marks], fontsize=7)
+            for y in (1.0, n_lin + 1.0):  # the range; beyond: the bins below and above it
+                p.axhline(y, color="0.5", linewidth=0.6)
+            p.set_ylabel(symbol)
+        else:
+            p.set_ylabel(f"{symbol} (bin; range unknown)")
+        p.set_title(f"layer {l + 1}", fontsize=9, loc="left")
+        _integer_x(p)
+        if i >= n - ncols:  # the last panel of its column
+            p.set_xlabel(xlabel)
+            p.tick_params(labelbottom=True)
+    if colorbar and mesh is not None:
+        scale = " (log scale)" if log else ""
+        axes[0].figure.colorbar(
+            mesh, ax=axes, shrink=0.9, label=f"fraction of the layer's values{scale}"
+        )
+    if ax is None:
+        what = {"delta": "deltas", "z": "pre-activations z", "a": "activations a"}[quantity]
+        kind = "signed decades" if quantity != "a" else "linear bins"
+        (fig if fig is not None else figure).suptitle(
+            f"Distribution of the {what} per layer ({kind}{_sampling_note(history)})",
+            fontsize=10,
+        )
+    return _finish(figure, path)

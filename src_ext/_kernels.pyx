@@ -63,7 +63,7 @@ workspaces); BLAS may use its own threads.
 cimport cython
 from cython cimport floating
 from libc.math cimport exp, log, log1p, tanh, fabs, sqrt, frexp, ldexp, NAN, INFINITY
-from libc.stdint cimport int64_t
+from libc.stdint cimport int32_t, int64_t, uint64_t
 from libc.string cimport memcpy, memset
 from libc.float cimport DBL_MAX, FLT_MAX
 from scipy.linalg.cython_blas cimport dgemm, sgemm
@@ -71,6 +71,7 @@ from scipy.linalg.cython_blas cimport dgemm, sgemm
 import numpy as np
 
 from fastbp import _contract as _C
+from fastbp import _diagnostics as _DX
 
 cdef extern from *:
     """
@@ -147,7 +148,7 @@ cdef enum:
     B_SSQD = 5      # scaled sum of squares of the deltas ...
     B_EXPD = 6      # ... and its power-of-two exponent
     B_NRMA = 7      # bound on ||A||_F (sqrt(m n) for activations bounded by 1)
-    B_SPARE = 8
+    B_DIST = 8      # ||W_new - W_start||_F (distance group, sampled mini-batches)
     B_CNT = 9       # number of (example, unit) pairs
     B_GNORM = 10    # ||g_W||_F (from the update loop)
     B_WNORM = 11    # ||W_new||_F
@@ -174,6 +175,50 @@ cdef enum:
     E_NRMW = 11     # ||W_l||_F (weights only): the next update's ||W_old||
     N_E = 12
 
+# Optional statistic groups (fastbp/_diagnostics.py): bits, rows of a block, bins.
+cdef enum:
+    G_PER_EXAMPLE = 1
+    G_NOISE = 2
+    G_MOMENTS = 4
+    G_HIST = 8
+    G_DISTANCE = 16
+
+cdef enum:
+    X_PE_MEAN = 0
+    X_PE_MAX = 1
+    X_TRACE = 2
+    X_NOISE = 3
+    X_GSNR = 4
+    X_GSNR_ZERO = 5
+    X_DISTANCE = 6
+    N_X = 7
+
+cdef enum:
+    DECADE_MIN = -45
+    N_DECADES = 60
+    N_DECADE_BINS = 125
+    ZERO_BIN = 62
+    N_LINEAR = 20
+    N_LINEAR_BINS = 22
+    H_DELTA = 0
+    H_Z = 125
+    H_A = 250
+    N_HIST = 272
+    E2_MIN = -150   # binary exponents of the decade table (10^-45 .. 10^15)
+    N_E2 = 200
+
+# Per-layer epoch sums of the optional groups: index F * L + l.
+cdef enum:
+    D_PE_SUM = 0
+    D_PE_N = 1
+    D_PE_MAX = 2
+    D_TR_SUM = 3
+    D_TR_N = 4
+    D_GS_SUM = 5
+    D_GS_N = 6
+    D_ZERO_SUM = 7
+    N_D = 8
+
 # BLAS transpose flags as chars
 cdef enum:
     CH_N = 78  # 'N'
@@ -195,6 +240,14 @@ def _check_codes():
         (MOMENTUM_SUTSKEVER, _C.MOMENTUM_SUTSKEVER), (PHASE_FORWARD, _C.PHASE_FORWARD),
         (PHASE_BACKWARD, _C.PHASE_BACKWARD), (PHASE_UPDATE, _C.PHASE_UPDATE),
         (S_SPEED, _C.S_SPEED), (S_NONFINITE, _C.S_NONFINITE), (N_STATS, _C.N_STATS),
+        (G_PER_EXAMPLE, _DX.G_PER_EXAMPLE), (G_NOISE, _DX.G_NOISE), (G_MOMENTS, _DX.G_MOMENTS),
+        (G_HIST, _DX.G_HIST), (G_DISTANCE, _DX.G_DISTANCE), (X_PE_MEAN, _DX.X_PE_MEAN),
+        (X_PE_MAX, _DX.X_PE_MAX), (X_TRACE, _DX.X_TRACE), (X_NOISE, _DX.X_NOISE),
+        (X_GSNR, _DX.X_GSNR), (X_GSNR_ZERO, _DX.X_GSNR_ZERO), (X_DISTANCE, _DX.X_DISTANCE),
+        (N_X, _DX.N_X), (DECADE_MIN, _DX.DECADE_MIN), (N_DECADES, _DX.N_DECADES),
+        (N_DECADE_BINS, _DX.N_DECADE_BINS), (ZERO_BIN, _DX.N_DECADES + 2),
+        (N_LINEAR, _DX.N_LINEAR), (N_LINEAR_BINS, _DX.N_LINEAR_BINS), (H_DELTA, _DX.H_DELTA),
+        (H_Z, _DX.H_Z), (H_A, _DX.H_A), (N_HIST, _DX.N_HIST),
     ]
     for mine, theirs in pairs:
         if mine != theirs:
@@ -393,6 +446,33 @@ ctypedef struct Net:
     double* ssq_g     # 2 * L: scaled sums of squares of Delta over a gradient() call
     double epoch_m    # examples that contributed to this epoch so far
     int epoch_skipped # mini-batches skipped in this epoch so far
+    # optional statistic groups
+    double nrmX       # ||X_b|| of the current mini-batch
+    const void* w0    # start weights while a sampled mini-batch updates with G_DISTANCE
+    double* nrm0      # (L) ||W_start|| per layer
+    int64_t* hz       # z histograms of the hidden layers (L, N_DECADE_BINS) while
+                      # a sampled mini-batch runs with G_HIST, else NULL
+    int64_t* hz_buf
+    double* dacc      # N_D * L epoch sums
+    double* xrow      # N_X * L scratch row (record="epoch")
+    const double* edges  # the N_DECADES + 1 decade edges 10^k
+    const int* dec_tbl   # (N_E2) decade index of 2^e, e = E2_MIN ..
+    void* D2          # moments: (m_max, max width) squared scaled deltas,
+    void* A2          # squared scaled activations,
+    void* GM          # (max n_out * n_in) second moments of one layer
+    double* c2        # (max width) column sums of D2
+
+
+ctypedef struct DiagC:
+    int groups
+    Py_ssize_t every
+    double beta
+    double* rec       # this call's rows (RECORD_BATCH) or NULL
+    double* epoch_out # (N_X, L) (RECORD_EPOCH, last chunk) or NULL
+    int64_t* hist     # this epoch's histogram rows (H, L, N_HIST)
+    double* ema       # (2, L)
+    const void* start # params at the first fit
+    const double* a_range  # (L, 2)
 
 
 cdef class Workspace:
@@ -432,6 +512,9 @@ cdef class Workspace:
             PHI=np.zeros(P, dt), colsum=np.zeros(n_units), colsum_e=np.zeros(n_units),
             Gacc=np.zeros(P), bacc=np.zeros(N_B * L), eacc=np.zeros(N_E * L),
             gacc=np.zeros(N_E * L), colsum_g=np.zeros(n_units), ssq_g=np.zeros(2 * L),
+            hz_buf=np.zeros(L * N_DECADE_BINS, np.int64), dacc=np.zeros(N_D * L),
+            nrm0=np.zeros(L), dec_tbl=_decade_table(),
+            xrow=np.full(N_X * L, np.nan), edges=np.ascontiguousarray(_DX.DECADE_EDGES),
         )
         self._arrays = arrays
         self.net.L = L
@@ -464,6 +547,36 @@ cdef class Workspace:
         self.net.ssq_g = <double*> _ptr(arrays["ssq_g"])
         self.net.epoch_m = 0
         self.net.epoch_skipped = 0
+        self.net.nrmX = 0
+        self.net.w0 = NULL
+        self.net.nrm0 = <double*> _ptr(arrays["nrm0"])
+        self.net.hz = NULL
+        self.net.hz_buf = <int64_t*> _ptr(arrays["hz_buf"])
+        self.net.dacc = <double*> _ptr(arrays["dacc"])
+        self.net.xrow = <double*> _ptr(arrays["xrow"])
+        self.net.edges = <const double*> _ptr(arrays["edges"])
+        self.net.dec_tbl = <const int*> _ptr(arrays["dec_tbl"])
+        self.net.D2 = NULL
+        self.net.A2 = NULL
+        self.net.GM = NULL
+        self.net.c2 = NULL
+
+    def _ensure_moments(self):
+        """Allocate the buffers of the moments group (once per workspace)."""
+        if "GM" in self._arrays:
+            return
+        lay = self.layout
+        dt = np.dtype(lay.dtype)
+        sizes = [int(s) for s in lay.sizes]
+        widest = max(sizes)
+        prod = max(sizes[l] * sizes[l + 1] for l in range(len(sizes) - 1))
+        extra = dict(D2=np.zeros(self.m_max * widest, dt), A2=np.zeros(self.m_max * widest, dt),
+                     GM=np.zeros(prod, dt), c2=np.zeros(widest))
+        self._arrays.update(extra)
+        self.net.D2 = _ptr(extra["D2"])
+        self.net.A2 = _ptr(extra["A2"])
+        self.net.GM = _ptr(extra["GM"])
+        self.net.c2 = <double*> _ptr(extra["c2"])
 
     @property
     def nbytes(self):
@@ -472,6 +585,13 @@ cdef class Workspace:
 
 
 cdef double _EMPTY[1]
+
+
+def _decade_table():
+    """Index i of the largest decade edge <= 2^e (clamped to 0), e = E2_MIN .. + N_E2."""
+    p = np.ldexp(1.0, np.arange(E2_MIN, E2_MIN + N_E2))
+    i = np.searchsorted(_DX.DECADE_EDGES, p, side="right") - 1
+    return np.ascontiguousarray(np.clip(i, 0, N_DECADES - 1), dtype=np.intc)
 
 
 cdef void* _ptr(arr) except NULL:
@@ -621,6 +741,9 @@ cdef int hidden_forward(Net* c, int l, floating* Z, const floating* b, Py_ssize_
         # rows in groups of about 2048 values: the statistics then read the group
         # again while it is in L1, in one flat (well vectorised) loop
         i1 = group_end(i0, m, n)
+        if c.hz != NULL:  # a sampled mini-batch with histograms: z before it becomes a
+            hist_z_rows(Z + i0 * n, b, i1 - i0, n, c.hz + l * N_DECADE_BINS, c.edges,
+                        c.dec_tbl)
         for i in range(i0, i1):
             Zr = Z + i * n
             Sr = S + i * n
@@ -1001,19 +1124,21 @@ cdef void gains_into(Net* c, double* out) noexcept nogil:
 # --------------------------------------------------------------------------
 # The update of one layer, with its norms, in one pass over W.
 # --------------------------------------------------------------------------
-cdef inline void update_loop(int kind, bint nesterov, bint stats, floating* W, floating* VW,
-                             floating* FW, const floating* GW, Py_ssize_t n, floating f_c,
+cdef inline void update_loop(int kind, bint nesterov, bint stats, bint dist, floating* W,
+                             floating* VW, floating* FW, const floating* GW,
+                             const floating* W0, Py_ssize_t n, floating f_c,
                              floating f_eta, floating f_ln, floating f_mu, floating f_mun,
-                             double sg, double sw, double sd, double* q) noexcept nogil:
+                             double sg, double sw, double sd, double sz,
+                             double* q) noexcept nogil:
     """One update loop over n parameters, specialised (after inlining) by its flags.
 
     Sums of squares, pre-scaled by powers of two chosen from bounds, are added to
-    q[0, 1, 3, 4, 5] = (g, W_new, -, W_new - W_old, v, phi); ||W_old|| is the
-    previous update's ||W_new||, kept in E_NRMW.
+    q[0, 1, 2, 3, 4, 5] = (g, W_new, W_new - W_start (with ``dist``), W_new - W_old, v,
+    phi); ||W_old|| is the previous update's ||W_new||, kept in E_NRMW.
     """
     cdef Py_ssize_t i
     cdef floating g, w, w_new, v, ph
-    cdef double t, qg = 0, qw = 0, qd = 0, qv = 0, qf = 0
+    cdef double t, qg = 0, qw = 0, qd = 0, qv = 0, qf = 0, qz = 0
     for i in range(n):
         g = GW[i]
         w = W[i]
@@ -1041,11 +1166,32 @@ cdef inline void update_loop(int kind, bint nesterov, bint stats, floating* W, f
             qg += t * t
             t = (w_new - w) * sd
             qd += t * t
+        if dist:
+            t = (w_new - W0[i]) * sz
+            qz += t * t
     q[0] += qg
     q[1] += qw
+    q[2] += qz
     q[3] += qd
     q[4] += qv
     q[5] += qf
+
+
+cdef inline void update_weights(int kind, bint nesterov, bint stats, bint dist, floating* W,
+                               floating* VW, floating* FW, const floating* GW,
+                               const floating* W0, Py_ssize_t n, floating f_c, floating f_eta,
+                               floating f_ln, floating f_mu, floating f_mun, double sg,
+                               double sw, double sd, double sz, double* q) noexcept nogil:
+    """update_loop over the weights, with its flags made constants (one loop each)."""
+    if dist:
+        update_loop(kind, nesterov, True, True, W, VW, FW, GW, W0, n, f_c, f_eta, f_ln, f_mu,
+                    f_mun, sg, sw, sd, sz, q)
+    elif stats:
+        update_loop(kind, nesterov, True, False, W, VW, FW, GW, W0, n, f_c, f_eta, f_ln, f_mu,
+                    f_mun, sg, sw, sd, sz, q)
+    else:
+        update_loop(kind, nesterov, False, False, W, VW, FW, GW, W0, n, f_c, f_eta, f_ln, f_mu,
+                    f_mun, sg, sw, sd, sz, q)
 
 
 cdef void update_layer(Net* c, int l, floating* P, floating* V, Py_ssize_t m,
@@ -1066,7 +1212,8 @@ cdef void update_layer(Net* c, int l, floating* P, floating* V, Py_ssize_t m,
     cdef floating f_eta = <floating> eta, f_ln = <floating> lmbda_n
     cdef floating f_c = <floating> (1 - eta * lmbda_n)
     cdef floating f_mu = <floating> mu, f_mun = <floating> mu_next
-    cdef double sg, sw, sd, dm = <double> m
+    cdef double sg, sw, sd, sz = 1, dm = <double> m
+    cdef const floating* W0 = NULL
     cdef double qw[6]
     cdef double qb[6]
     cdef bint stats = record != RECORD_NONE
@@ -1077,33 +1224,26 @@ cdef void update_layer(Net* c, int l, floating* P, floating* V, Py_ssize_t m,
     sg = ldexp(1.0, -<int> pow2_exponent(c.bacc[B_GB * L + l]))
     sw = ldexp(1.0, -<int> pow2_exponent(c.bacc[B_PB * L + l]))
     sd = ldexp(1.0, -<int> pow2_exponent(c.bacc[B_VB * L + l]))
+    if c.w0 != NULL:  # distance: ||W_new - W_start|| <= ||W_new|| + ||W_start||
+        sz = ldexp(1.0, -<int> pow2_exponent(c.bacc[B_PB * L + l] + c.nrm0[l]))
+        W0 = <const floating*> c.w0 + c.w_off[l]
     if kind == MOMENTUM_NONE:
-        if stats:
-            update_loop(MOMENTUM_NONE, False, True, W, VW, FW, GW, n_w, f_c, f_eta, f_ln,
-                        f_mu, f_mun, sg, sw, sd, qw)
-        else:
-            update_loop(MOMENTUM_NONE, False, False, W, VW, FW, GW, n_w, f_c, f_eta, f_ln,
-                        f_mu, f_mun, sg, sw, sd, qw)
-        update_loop(MOMENTUM_NONE, False, False, B, VB, FB, GB, n_b, <floating> 1, f_eta,
-                    f_ln, f_mu, f_mun, sg, sw, sd, qb)
+        update_weights(MOMENTUM_NONE, False, stats, W0 != NULL, W, VW, FW, GW, W0, n_w, f_c,
+                       f_eta, f_ln, f_mu, f_mun, sg, sw, sd, sz, qw)
+        update_loop(MOMENTUM_NONE, False, False, False, B, VB, FB, GB, W0, n_b, <floating> 1,
+                    f_eta, f_ln, f_mu, f_mun, sg, sw, sd, sz, qb)
     elif nesterov:
-        if stats:
-            update_loop(MOMENTUM_CONSTANT, True, True, W, VW, FW, GW, n_w, f_c, f_eta, f_ln,
-                        f_mu, f_mun, sg, sw, sd, qw)
-        else:
-            update_loop(MOMENTUM_CONSTANT, True, False, W, VW, FW, GW, n_w, f_c, f_eta, f_ln,
-                        f_mu, f_mun, sg, sw, sd, qw)
-        update_loop(MOMENTUM_CONSTANT, True, False, B, VB, FB, GB, n_b, f_c, f_eta,
-                    <floating> 0, f_mu, f_mun, sg, sw, sd, qb)
+        update_weights(MOMENTUM_CONSTANT, True, stats, W0 != NULL, W, VW, FW, GW, W0, n_w, f_c,
+                       f_eta, f_ln, f_mu, f_mun, sg, sw, sd, sz, qw)
+        update_loop(MOMENTUM_CONSTANT, True, False, False, B, VB, FB, GB, W0, n_b, f_c, f_eta,
+                    <floating> 0, f_mu, f_mun, sg, sw, sd, sz, qb)
     else:
-        if stats:
-            update_loop(MOMENTUM_CONSTANT, False, True, W, VW, FW, GW, n_w, f_c, f_eta, f_ln,
-                        f_mu, f_mun, sg, sw, sd, qw)
-        else:
-            update_loop(MOMENTUM_CONSTANT, False, False, W, VW, FW, GW, n_w, f_c, f_eta, f_ln,
-                        f_mu, f_mun, sg, sw, sd, qw)
-        update_loop(MOMENTUM_CONSTANT, False, False, B, VB, FB, GB, n_b, f_c, f_eta,
-                    <floating> 0, f_mu, f_mun, sg, sw, sd, qb)
+        update_weights(MOMENTUM_CONSTANT, False, stats, W0 != NULL, W, VW, FW, GW, W0, n_w, f_c,
+                       f_eta, f_ln, f_mu, f_mun, sg, sw, sd, sz, qw)
+        update_loop(MOMENTUM_CONSTANT, False, False, False, B, VB, FB, GB, W0, n_b, f_c, f_eta,
+                    <floating> 0, f_mu, f_mun, sg, sw, sd, sz, qb)
+    if W0 != NULL:
+        c.bacc[B_DIST * L + l] = sqrt(qw[2]) / sz
     if record == RECORD_EPOCH:
         for i in range(n_w):
             acc_e[i] += dm * GW[i]
@@ -1138,6 +1278,266 @@ cdef inline double momentum_at(int kind, double mu, double mu_max, double period
 
 
 # --------------------------------------------------------------------------
+# Optional statistic groups (fastbp/_diagnostics.py has the definitions).
+# --------------------------------------------------------------------------
+cdef inline Py_ssize_t decade_bin(double x, const double* edges,
+                                  const int* tbl) noexcept nogil:
+    """Signed-decade bin of x: edges[i] = 10^(DECADE_MIN + i), i = 0 .. N_DECADES.
+
+    A binary octave [2^e, 2^(e+1)) holds at most one power of ten, so the decade of
+    |x| is the decade of 2^e (tbl, from the exponent bits) or the next one: one
+    comparison, no loop, no log10.  Branch-free (selects only): zeros, signs and
+    out-of-range values are common and unpredictable in relu nets.
+    """
+    cdef double ax = fabs(x)
+    cdef uint64_t bits
+    cdef int e, i
+    cdef Py_ssize_t pos, r
+    memcpy(&bits, &ax, sizeof(double))
+    e = <int> (bits >> 52) - 1023 - E2_MIN
+    e = 0 if e < 0 else e
+    e = N_E2 - 1 if e > N_E2 - 1 else e
+    i = tbl[e]
+    i += ax >= edges[i + 1]
+    pos = i + 1
+    pos = 0 if ax < edges[0] else pos
+    pos = pos if ax < edges[N_DECADES] else N_DECADES + 1  # also inf and NaN
+    r = ZERO_BIN + 1 + pos if x > 0 else ZERO_BIN - 1 - pos
+    return ZERO_BIN if x == 0 else r
+
+
+cdef inline Py_ssize_t linear_bin(double a, double lo, double hi, double scale) noexcept nogil:
+    cdef Py_ssize_t i
+    if a < lo:
+        return 0
+    if a > hi:
+        return N_LINEAR + 1
+    i = <Py_ssize_t> ((a - lo) * scale)
+    return 1 + (i if i < N_LINEAR - 1 else N_LINEAR - 1)
+
+
+cdef void hist_z_rows(const floating* Z, const floating* b, Py_ssize_t rows, Py_ssize_t n,
+                      int64_t* h, const double* edges, const int* tbl) noexcept nogil:
+    """Add the decade bins of z = Z + b (rows x n, rounded as the activation sees it)."""
+    cdef Py_ssize_t i, j
+    cdef floating z
+    cdef int32_t sub[2][N_DECADE_BINS]
+    memset(sub, 0, sizeof(sub))
+    for i in range(rows):
+        # two sub-histograms: runs of equal bins do not wait on one counter
+        for j in range(0, n - 1, 2):
+            z = Z[i * n + j] + b[j]
+            sub[0][decade_bin(z, edges, tbl)] += 1
+            z = Z[i * n + j + 1] + b[j + 1]
+            sub[1][decade_bin(z, edges, tbl)] += 1
+        if n % 2:
+            z = Z[i * n + n - 1] + b[n - 1]
+            sub[0][decade_bin(z, edges, tbl)] += 1
+    for j in range(N_DECADE_BINS):
+        h[j] += sub[0][j] + sub[1][j]
+
+
+cdef void hist_decades(const floating* x, Py_ssize_t n, int64_t* h,
+                       const double* edges, const int* tbl) noexcept nogil:
+    """Add the decade bins of x[:n] to h (four sub-histograms, merged at the end)."""
+    cdef Py_ssize_t i, j
+    cdef int64_t sub[4][N_DECADE_BINS]
+    memset(sub, 0, sizeof(sub))
+    for i in range(0, n - 3, 4):
+        sub[0][decade_bin(x[i], edges, tbl)] += 1
+        sub[1][decade_bin(x[i + 1], edges, tbl)] += 1
+        sub[2][decade_bin(x[i + 2], edges, tbl)] += 1
+        sub[3][decade_bin(x[i + 3], edges, tbl)] += 1
+    for i in range(n - n % 4, n):
+        sub[0][decade_bin(x[i], edges, tbl)] += 1
+    for j in range(N_DECADE_BINS):
+        h[j] += sub[0][j] + sub[1][j] + sub[2][j] + sub[3][j]
+
+
+cdef void hist_linear(const floating* x, Py_ssize_t n, int64_t* h, double lo, double hi,
+                      double scale) noexcept nogil:
+    """Add the linear bins of x[:n] to h (four sub-histograms, merged at the end)."""
+    cdef Py_ssize_t i, j
+    cdef int64_t sub[4][N_LINEAR_BINS]
+    memset(sub, 0, sizeof(sub))
+    for i in range(0, n - 3, 4):
+        sub[0][linear_bin(x[i], lo, hi, scale)] += 1
+        sub[1][linear_bin(x[i + 1], lo, hi, scale)] += 1
+        sub[2][linear_bin(x[i + 2], lo, hi, scale)] += 1
+        sub[3][linear_bin(x[i + 3], lo, hi, scale)] += 1
+    for i in range(n - n % 4, n):
+        sub[0][linear_bin(x[i], lo, hi, scale)] += 1
+    for j in range(N_LINEAR_BINS):
+        h[j] += sub[0][j] + sub[1][j] + sub[2][j] + sub[3][j]
+
+
+cdef void diag_layer(Net* c, DiagC* dg, int l, const floating* P, const floating* Xb,
+                     Py_ssize_t m, double* xrow, int64_t* hrow) noexcept nogil:
+    """Every selected group of layer l for the current (accepted) mini-batch.
+
+    Runs after the update: the workspace still holds this mini-batch's deltas,
+    activations and mean gradient G; P holds the new parameters.
+    """
+    cdef int L = c.L, groups = dg.groups
+    cdef Py_ssize_t n_in = c.sizes[l], n_out = c.sizes[l + 1], n_w = n_in * n_out, i, j
+    cdef Py_ssize_t cnt = 0, zero = 0
+    cdef const floating* A = Xb if l == 0 else <floating*> c.A + c.act_off[l - 1]
+    cdef const floating* D = <floating*> c.D + c.act_off[l]
+    cdef const floating* G = <floating*> c.G
+    cdef const floating* GW
+    cdef const floating* Aout
+    cdef floating* D2
+    cdef floating* A2
+    cdef floating* GM
+    cdef double* acc = c.bacc
+    cdef double dm = <double> m, sd, sa, ss, v, q, qd, qa, sq = 0, pe_sum = 0, pe_max = 0
+    cdef double g2, gn, sp, tr = NAN, var, gs = 0, beta = dg.beta, lo, hi, scale
+    # deltas scaled by a power of two near 1 / ||Delta_l|| (carried as ssq * 4^e):
+    # squares neither underflow in deep nets nor overflow
+    sd = ldexp(1.0, -<int> (pow2_exponent(sqrt(acc[B_SSQD * L + l])) + acc[B_EXPD * L + l]))
+    if groups & (G_PER_EXAMPLE | G_NOISE):
+        # ||g_n||^2 = ||delta_n||^2 (||a_n||^2 + 1): the per-example weight gradient
+        # delta_n a_n^T has rank one, so no g_n is formed
+        for i in range(m):
+            qd = 0
+            qa = 0
+            for j in range(n_out):
+                v = D[i * n_out + j] * sd
+                qd += v * v
+            for j in range(n_in):
+                v = A[i * n_in + j]
+                qa += v * v
+            q = qd * (qa + 1)
+            sq += q
+            v = sqrt(q)
+            pe_sum += v
+            if v > pe_max:
+                pe_max = v
+        gn = acc[B_GNORM * L + l] * sd
+        sp = norm_dtype(G + c.b_off[l], n_out) * sd
+        g2 = gn * gn + sp * sp
+        if m > 1:
+            tr = (sq - dm * g2) / (dm - 1)
+        if groups & G_PER_EXAMPLE:
+            xrow[X_PE_MEAN * L + l] = pe_sum / dm / sd
+            xrow[X_PE_MAX * L + l] = pe_max / sd
+            xrow[X_TRACE * L + l] = tr / (sd * sd)
+        if groups & G_NOISE:
+            if m > 1:
+                dg.ema[l] = beta * dg.ema[l] + (1 - beta) * (tr / (sd * sd))
+                dg.ema[L + l] = beta * dg.ema[L + l] + (1 - beta) * ((g2 - tr / dm) / (sd * sd))
+            xrow[X_NOISE * L + l] = dg.ema[l] / dg.ema[L + l]
+    if groups & G_MOMENTS:
+        if m < 2:
+            xrow[X_GSNR * L + l] = NAN
+            xrow[X_GSNR_ZERO * L + l] = NAN
+        else:
+            D2 = <floating*> c.D2
+            A2 = <floating*> c.A2
+            GM = <floating*> c.GM
+            sa = ldexp(1.0, -<int> pow2_exponent(c.nrmX if l == 0 else acc[B_NRMA * L + l - 1]))
+            for i in range(m * n_out):
+                v = D[i] * sd
+                D2[i] = <floating> (v * v)
+            for i in range(m * n_in):
+                v = A[i] * sa
+                A2[i] = <floating> (v * v)
+            # sum_n g_n^2 of every weight = (delta^2)^T (a^2), scaled by (sd sa)^2
+            gemm(CH_N, CH_T, <int> n_in, <int> n_out, <int> m, <floating> 1, A2, <int> n_in,
+                 D2, <int> n_out, <floating> 0, GM, <int> n_in)
+            for j in range(n_out):
+                c.c2[j] = 0
+            for i in range(m):
+                for j in range(n_out):
+                    c.c2[j] += D2[i * n_out + j]
+            ss = sd * sa
+            GW = G + c.w_off[l]
+            for i in range(n_w):
+                v = GW[i] * ss
+                var = GM[i] - dm * v * v  # (m - 1) times the variance
+                zero += not (var > 0)
+                gs += v * v * (dm - 1) / var if var > 0 else 0.0
+            for j in range(n_out):
+                v = G[c.b_off[l] + j] * sd
+                var = c.c2[j] - dm * v * v
+                zero += not (var > 0)
+                gs += v * v * (dm - 1) / var if var > 0 else 0.0
+            cnt = n_w + n_out - zero
+            xrow[X_GSNR * L + l] = gs / cnt if cnt else NAN
+            xrow[X_GSNR_ZERO * L + l] = <double> zero
+    if groups & G_DISTANCE:  # computed in the update loop
+        xrow[X_DISTANCE * L + l] = acc[B_DIST * L + l]
+    if groups & G_HIST:
+        hist_decades(D, m * n_out, hrow + H_DELTA, c.edges, c.dec_tbl)
+        if l == L - 1:
+            hist_decades(<floating*> c.ZL, m * n_out, hrow + H_Z, c.edges, c.dec_tbl)
+        else:
+            for j in range(N_DECADE_BINS):
+                hrow[H_Z + j] += c.hz_buf[l * N_DECADE_BINS + j]
+        Aout = <floating*> c.A + c.act_off[l]
+        lo = dg.a_range[2 * l]
+        hi = dg.a_range[2 * l + 1]
+        scale = N_LINEAR / (hi - lo)
+        hist_linear(Aout, m * n_out, hrow + H_A, lo, hi, scale)
+
+
+cdef void diag_batch(Net* c, DiagC* dg, const floating* P, const floating* Xb, Py_ssize_t m,
+                     Py_ssize_t k, Py_ssize_t k0, int record) noexcept nogil:
+    """The selected groups of sampled mini-batch k, into its row or the epoch sums."""
+    cdef int L = c.L, l
+    cdef double* xrow = dg.rec + (k - k0) * N_X * L if record == RECORD_BATCH else c.xrow
+    cdef int64_t* hist = dg.hist + (k // dg.every if record == RECORD_BATCH else 0) * L * N_HIST
+    cdef double* d = c.dacc
+    cdef double dm = <double> m, v
+    for l in range(L):
+        diag_layer(c, dg, l, P, Xb, m, xrow, hist + l * N_HIST)
+    if record != RECORD_EPOCH:
+        return
+    for l in range(L):
+        d[D_PE_SUM * L + l] += dm * xrow[X_PE_MEAN * L + l]
+        d[D_PE_N * L + l] += dm
+        v = xrow[X_PE_MAX * L + l]
+        if v > d[D_PE_MAX * L + l]:
+            d[D_PE_MAX * L + l] = v
+        if m > 1:
+            d[D_TR_SUM * L + l] += xrow[X_TRACE * L + l]
+            d[D_TR_N * L + l] += 1
+            v = xrow[X_GSNR * L + l]
+            if v == v:
+                d[D_GS_SUM * L + l] += v
+                d[D_GS_N * L + l] += 1
+            d[D_ZERO_SUM * L + l] += xrow[X_GSNR_ZERO * L + l]
+
+
+cdef void diag_epoch_reset(Net* c) noexcept nogil:
+    cdef int l
+    memset(c.dacc, 0, N_D * c.L * sizeof(double))
+    for l in range(c.L):
+        c.dacc[D_PE_MAX * c.L + l] = -INFINITY
+
+
+cdef void diag_epoch_end(Net* c, DiagC* dg, const floating* P) noexcept nogil:
+    """The epoch values of the selected groups into dg.epoch_out."""
+    cdef int L = c.L, l, g = dg.groups
+    cdef double* d = c.dacc
+    cdef double* out = dg.epoch_out
+    cdef const floating* W0 = <const floating*> dg.start
+    for l in range(L):
+        if g & G_PER_EXAMPLE:
+            out[X_PE_MEAN * L + l] = d[D_PE_SUM * L + l] / d[D_PE_N * L + l]
+            out[X_PE_MAX * L + l] = d[D_PE_MAX * L + l] if d[D_PE_N * L + l] > 0 else NAN
+            out[X_TRACE * L + l] = d[D_TR_SUM * L + l] / d[D_TR_N * L + l]
+        if g & G_NOISE:
+            out[X_NOISE * L + l] = dg.ema[l] / dg.ema[L + l]
+        if g & G_MOMENTS:
+            out[X_GSNR * L + l] = d[D_GS_SUM * L + l] / d[D_GS_N * L + l]
+            out[X_GSNR_ZERO * L + l] = d[D_ZERO_SUM * L + l] / d[D_TR_N * L + l]
+        if g & G_DISTANCE:
+            out[X_DISTANCE * L + l] = norm_diff(P + c.w_off[l], W0 + c.w_off[l],
+                                                c.sizes[l + 1] * c.sizes[l])
+
+
+# --------------------------------------------------------------------------
 # Layer 3 drivers (fused over dtype), called with the GIL released.
 # --------------------------------------------------------------------------
 cdef int train_batches(Net* c, floating* P, floating* V, const floating* X, const floating* Y,
@@ -1145,7 +1545,7 @@ cdef int train_batches(Net* c, floating* P, floating* V, const floating* X, cons
                        Py_ssize_t k1, int kind, bint nesterov, double eta,
                        double lmbda_n, double mu_c, double mu_max, double period, int record,
                        bint skip, int64_t* t_io, double* rec, double* bcost, int* n_skipped,
-                       int* fault_layer, int* fault_phase) noexcept nogil:
+                       int* fault_layer, int* fault_phase, DiagC* dg) noexcept nogil:
     """Mini-batches k0..k1-1 of an epoch; returns the faulty batch index or -1."""
     cdef int L = c.L, l, phase, fl = 0
     cdef Py_ssize_t n0 = c.sizes[0], nL = c.sizes[L], k, i, j, m, r, start, stop
@@ -1159,6 +1559,7 @@ cdef int train_batches(Net* c, floating* P, floating* V, const floating* X, cons
     cdef double* ea = c.eacc
     cdef double cnt
     cdef bint stats = record != RECORD_NONE
+    cdef bint sampled
     cdef int64_t t = t_io[0]
     lim = (DBL_MAX if floating is double else <double> FLT_MAX) * 0.25
     Pf = <floating*> c.PHI if nesterov else P
@@ -1176,6 +1577,7 @@ cdef int train_batches(Net* c, floating* P, floating* V, const floating* X, cons
             nrmX = copy_ssq(Xb + r * n0, X + i * n0, n0, nrmX)
             memcpy(Yb + r * nL, Y + i * nL, nL * sizeof(floating))
         nrmX = sqrt(nrmX)
+        c.nrmX = nrmX
         # the next mini-batch's rows are scattered over X: ask for them now, so
         # that their cache misses overlap this mini-batch's arithmetic
         if k + 1 < k1:
@@ -1185,9 +1587,14 @@ cdef int train_batches(Net* c, floating* P, floating* V, const floating* X, cons
                     FASTBP_PREFETCH(<const char*> (X + i * n0) + j)
                 FASTBP_PREFETCH(Y + i * nL)
         reset_batch_acc(c)
+        sampled = dg != NULL and k % dg.every == 0
+        if sampled and (dg.groups & G_HIST):
+            memset(c.hz_buf, 0, L * N_DECADE_BINS * sizeof(int64_t))
+            c.hz = c.hz_buf
         mu = momentum_at(kind, mu_c, mu_max, period, t)
         mu_next = momentum_at(kind, mu_c, mu_max, period, t + 1)
         phase = fused_pass(c, Pf, Xb, Yb, m, <floating> (1.0 / dm), 0, stats, &cost, &fl)
+        c.hz = NULL
         if phase < 0:
             # bounds that make the update safe from overflow (SPEC section 5):
             # |sum_x delta a| <= ||Delta|| ||A|| (Cauchy-Schwarz), max |.| <= ||.||
@@ -1230,9 +1637,13 @@ cdef int train_batches(Net* c, floating* P, floating* V, const floating* X, cons
         for l in range(L):
             for r in range(c.sizes[l + 1]):
                 G[c.b_off[l] + r] = <floating> (c.colsum[c.unit_off[l] + r] / dm)
+        c.w0 = dg.start if (sampled and (dg.groups & G_DISTANCE)) else NULL
         for l in range(L):
             update_layer(c, l, P, V, m, kind, nesterov, eta, lmbda_n, mu, mu_next, record)
+        c.w0 = NULL
         t += 1
+        if sampled:
+            diag_batch(c, dg, <const floating*> P, <const floating*> Xb, m, k, k0, record)
         if record == RECORD_BATCH:
             row = rec + (k - k0) * N_STATS * L
             for l in range(L):
@@ -1489,7 +1900,7 @@ def gradient(layout, Workspace ws, params, X, Y, grad, stats):
 
 
 def train_epoch(layout, Workspace ws, params, velocity, X, Y, order, batch_size, batch_start,
-                batch_stop, hyper, rec_batch, rec_epoch, batch_cost):
+                batch_stop, hyper, rec_batch, rec_epoch, batch_cost, diag=None):
     """Mini-batches batch_start..batch_stop-1 of one epoch (see fastbp._contract)."""
     dt = ws.layout.dtype
     sizes = ws.layout.sizes
@@ -1514,6 +1925,40 @@ def train_epoch(layout, Workspace ws, params, velocity, X, Y, order, batch_size,
     _check("batch_cost", batch_cost, np.float64, (k1 - k0,))
     if N and (order.min() < 0 or order.max() >= N):
         raise ValueError("order must index rows of X")
+    cdef DiagC dgc
+    cdef DiagC* dg = NULL
+    if diag is not None and diag.groups and record != RECORD_NONE:
+        dg = &dgc
+        dgc.groups = int(diag.groups)
+        dgc.every = int(diag.every)
+        if dgc.every < 1:
+            raise ValueError(f"diag.every must be >= 1, got {dgc.every}")
+        dgc.beta = float(diag.beta)
+        n_hist = (n_batches + dgc.every - 1) // dgc.every if record == RECORD_BATCH else 1
+        dgc.rec = NULL
+        dgc.epoch_out = NULL
+        dgc.hist = NULL
+        if record == RECORD_BATCH:
+            _check("diag.rec", diag.rec, np.float64, (k1 - k0, N_X, L))
+            dgc.rec = <double*> _data(diag.rec)
+        elif k1 == n_batches:
+            _check("diag.epoch", diag.epoch, np.float64, (N_X, L))
+            dgc.epoch_out = <double*> _data(diag.epoch)
+        if dgc.groups & G_HIST:
+            _check("diag.hist", diag.hist, np.int64, (n_hist, L, N_HIST))
+            dgc.hist = <int64_t*> _data(diag.hist)
+        _check("diag.ema", diag.ema, np.float64, (2, L))
+        dgc.ema = <double*> _data(diag.ema)
+        _check("diag.start", diag.start, dt, (ws.layout.n_params,))
+        dgc.start = _data(diag.start)
+        _check("diag.a_range", diag.a_range, np.float64, (L, 2))
+        dgc.a_range = <const double*> _data(diag.a_range)
+        if dgc.groups & G_MOMENTS:
+            ws._ensure_moments()
+        if dgc.groups & G_DISTANCE:
+            _check("diag.start_norms", diag.start_norms, np.float64, (L,))
+            for l in range(L):
+                ws.net.nrm0[l] = diag.start_norms[l]
     cdef Net* c = &ws.net
     cdef void* p = _data(params)
     cdef void* v = _data(velocity)
@@ -1536,26 +1981,32 @@ def train_epoch(layout, Workspace ws, params, velocity, X, Y, order, batch_size,
         with nogil:
             if k0 == 0:
                 epoch_begin[double](c, <double*> p, <double*> v, nesterov, mu0, record)
+                diag_epoch_reset(c)
             if k0 == 0:
                 call_begin[double](c, <double*> p, <double*> v, nesterov, mu0)
             fault = train_batches[double](c, <double*> p, <double*> v, <double*> x, <double*> y,
                                           od, n, bs, k0, k1, kind, nesterov, eta, lmbda_n,
                                           mu, mu_max, period, record, skip, &t, rb, bc,
-                                          &n_skipped, &fl, &fp)
+                                          &n_skipped, &fl, &fp, dg)
     else:
         with nogil:
             if k0 == 0:
                 epoch_begin[float](c, <float*> p, <float*> v, nesterov, mu0, record)
+                diag_epoch_reset(c)
             if k0 == 0:
                 call_begin[float](c, <float*> p, <float*> v, nesterov, mu0)
             fault = train_batches[float](c, <float*> p, <float*> v, <float*> x, <float*> y,
                                          od, n, bs, k0, k1, kind, nesterov, eta, lmbda_n,
                                          mu, mu_max, period, record, skip, &t, rb, bc,
-                                         &n_skipped, &fl, &fp)
+                                         &n_skipped, &fl, &fp, dg)
     if record == RECORD_EPOCH and fault < 0 and k1 == n_batches:
         if dt == np.float64:
             epoch_end[double](c, <double*> p, c.epoch_m, re)
+            if dg != NULL:
+                diag_epoch_end[double](c, dg, <double*> p)
         else:
             epoch_end[float](c, <float*> p, c.epoch_m, re)
+            if dg != NULL:
+                diag_epoch_end[float](c, dg, <float*> p)
         rec_epoch[S_NONFINITE, :] = c.epoch_skipped
     return int(t), n_skipped, int(fault), int(fl), int(fp)

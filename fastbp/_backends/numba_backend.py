@@ -59,6 +59,15 @@ and delta loops; an update is refused when cheap norm bounds say it could
 overflow, exactly as in the compiled backend; no parameter is written before
 every check of a mini-batch passed.
 
+Optional statistic groups (``train_epoch(..., diag)``, ``fastbp/_diagnostics.py``):
+computed inside ``_train_batches`` on each sampled, accepted mini-batch after its
+update (``_diag_batch``), from the workspace's deltas, activations, output ``z`` and
+gradient sums; without ``diag`` the driver gets fixed-type empty placeholders and
+``groups = 0`` (one compiled driver either way, one test per mini-batch).  A hidden
+layer's ``z`` is overwritten by its activation, so on sampled mini-batches of the
+histogram group its counts are taken in ``_forward_layers`` (``ZH``) and added only
+once the mini-batch is accepted.  The moments' float64 scratch is made at its first use.
+
 Memory: every buffer lives in the :class:`Workspace` (allocated once per network
 and batch size); inside the drivers only array views are made, nothing is
 allocated per mini-batch.  (Each view costs two atomic reference-count updates,
@@ -82,6 +91,7 @@ from collections import namedtuple
 import numpy as np
 
 from .. import _config
+from .. import _diagnostics as dx
 from .._contract import (
     ACTIVATION_CODES,
     CROSS_ENTROPY,
@@ -169,6 +179,44 @@ ST_SKIPPED = 1
 SAFE_LO = 2.0**-900
 SAFE_HI = 2.0**900
 
+# Optional statistic groups (``fastbp/_diagnostics.py``): bits of ``Diag.groups`` ...
+G_PER_EXAMPLE = dx.G_PER_EXAMPLE
+G_NOISE = dx.G_NOISE
+G_MOMENTS = dx.G_MOMENTS
+G_HIST = dx.G_HIST
+G_DISTANCE = dx.G_DISTANCE
+G_ALL = G_PER_EXAMPLE | G_NOISE | G_MOMENTS | G_HIST | G_DISTANCE
+G_ROWS = G_PER_EXAMPLE | G_NOISE | G_MOMENTS | G_DISTANCE  # the groups with XSTAT rows
+# ... rows of an extra-statistics block (N_X, L) ...
+N_X = dx.N_X
+X_PE_MEAN = dx.X_PE_MEAN
+X_PE_MAX = dx.X_PE_MAX
+X_TRACE = dx.X_TRACE
+X_NOISE = dx.X_NOISE
+X_GSNR = dx.X_GSNR
+X_GSNR_ZERO = dx.X_GSNR_ZERO
+X_DISTANCE = dx.X_DISTANCE
+# ... histogram bins ...
+N_HIST = dx.N_HIST
+H_DELTA = dx.H_DELTA
+H_Z = dx.H_Z
+H_A = dx.H_A
+N_DECADE_BINS = dx.N_DECADE_BINS
+DEC_ZERO = dx.N_DECADES + 2  # the zero bin of a signed-decade histogram
+DEC_MIN = dx.DECADE_MIN
+N_LINEAR = dx.N_LINEAR
+# ... and the rows of the per-epoch sums ``dacc`` (N_DA, L) (``numpy_backend._DiagEpoch``)
+DA_PE = 0  # sum of m * pe_norm_mean
+DA_M = 1  # examples of the sampled mini-batches
+DA_TRACE = 2  # sum of trace_cov (m > 1)
+DA_NTRACE = 3  # mini-batches in DA_TRACE
+DA_GSNR = 4  # sum of the finite gsnr
+DA_NGSNR = 5  # mini-batches in DA_GSNR
+DA_ZERO = 6  # sum of gsnr_zero (m > 1)
+DA_NZERO = 7  # mini-batches in DA_ZERO
+DA_PEMAX = 8  # max of pe_norm_max (-inf: none yet)
+N_DA = 9
+
 # Rows of the int64 description array ``net`` (shape (N_META, L + 1)).
 M_SIZES = 0  # units per layer, input first (L + 1 entries)
 M_ACTS = 1  # activation code of each weight layer (L entries)
@@ -208,6 +256,11 @@ _Work = namedtuple(
         "ssq_g",  # (2, L): scaled sums of squares of Delta over a gradient() call
         "q",  # (2, 6): sums of squares of one layer's update loops
         "state",  # (2,): ST_EPOCH_M, ST_SKIPPED
+        # optional statistic groups (small; the moment buffers are made lazily)
+        "edges",  # float64 (61,): fastbp._diagnostics.DECADE_EDGES
+        "ZH",  # int64 (L, N_DECADE_BINS): counts of the hidden z of the current mini-batch
+        "dacc",  # float64 (N_DA, L): epoch sums (record="epoch")
+        "xrow",  # float64 (N_X, L): a mini-batch's values when not recorded per batch
     ],
 )
 
@@ -692,11 +745,13 @@ def _hidden_delta(D, S, A, gb, stats, acc, l, top):
 # One pass over a block of examples: forward, output delta, backward, gradient sums
 # --------------------------------------------------------------------------- #
 @jit
-def _forward_layers(net, P, X, A, S, ZL, acc, alpha, top, stats):
+def _forward_layers(net, P, X, A, S, ZL, acc, alpha, top, stats, ZH, edges, want_z):
     """Forward pass of the rows of ``X`` (m, n_0); returns the first non-finite layer or -1.
 
     Hidden activations go to ``A`` (slopes to ``S``), the output's pre-activations to
-    ``ZL`` and its activations to ``A``.
+    ``ZL`` and its activations to ``A``.  A hidden layer's ``z`` is overwritten by its
+    activation, so with ``want_z`` (a sampled mini-batch of the histogram group) its
+    signed-decade counts go to ``ZH[l]`` before that.
     """
     m = X.shape[0]
     L = net.shape[1] - 1
@@ -712,6 +767,8 @@ def _forward_layers(net, P, X, A, S, ZL, acc, alpha, top, stats):
         else:
             np.dot(_rows(A, net[M_AOFF, l - 1], m, n_in), W.T, Z)
         if l < L - 1:
+            if want_z:
+                _count_z(Z, b, edges, ZH[l])
             S_l = _rows(S, net[M_AOFF, l], m, n_out)
             bad = _hidden_forward(net[M_ACTS, l], alpha, Z, S_l, b, stats, acc, l, top)
         else:
@@ -722,7 +779,7 @@ def _forward_layers(net, P, X, A, S, ZL, acc, alpha, top, stats):
 
 
 @jit
-def _fused_pass(net, cost, P, X, Y, A, S, D, ZL, G, acc, alpha, top, stats):
+def _fused_pass(net, cost, P, X, Y, A, S, D, ZL, G, acc, alpha, top, stats, ZH, edges, want_z):
     """Forward, output delta, backward and gradient sums over the rows of ``X`` (m, n_0).
 
     ``G`` receives ``Delta.T @ A_prev`` (weights) and ``Delta.sum(0)`` (biases),
@@ -731,7 +788,7 @@ def _fused_pass(net, cost, P, X, Y, A, S, D, ZL, G, acc, alpha, top, stats):
     """
     m = X.shape[0]
     L = net.shape[1] - 1
-    fault = _forward_layers(net, P, X, A, S, ZL, acc, alpha, top, stats)
+    fault = _forward_layers(net, P, X, A, S, ZL, acc, alpha, top, stats, ZH, edges, want_z)
     if fault >= 0:
         return PHASE_FORWARD, fault, np.nan
     total = 0.0
@@ -927,17 +984,300 @@ def _norm_layers(net, P, out):
 
 
 # --------------------------------------------------------------------------- #
+# Optional statistic groups (fastbp/_diagnostics.py defines them; the reference
+# is numpy_backend._diag_batch / _diag_hist / _diag_accumulate / _diag_epoch_end)
+# --------------------------------------------------------------------------- #
+@jit
+def _pow2_scale(x):
+    """``fastbp._diagnostics.pow2_scale``: 2**-e with ``x * 2**-e`` in [0.5, 1); 1 if x is
+    0, negative or not finite."""
+    if not (x > 0.0) or x == np.inf:
+        return 1.0
+    return math.ldexp(1.0, -math.frexp(x)[1])
+
+
+@jit
+def _max_abs(M):
+    """max |M| in float64 of a 2-D block (NaN if it holds a NaN, as ``np.max``).
+
+    Taken over the bit patterns of the doubles ``|x|`` (ordered as their values, with
+    NaN above inf): an integer max, which vectorises where a float one would not
+    (without the ``nnan`` flag).
+    """
+    mx = 0
+    for i in range(M.shape[0]):
+        for j in range(M.shape[1]):
+            bits = np.float64(M[i, j]).view(np.int64) & 0x7FFFFFFFFFFFFFFF
+            mx = bits if bits > mx else mx
+    return np.int64(mx).view(np.float64)
+
+
+@jit
+def _dist(x, y):
+    """||x - y||_2 in float64 (``_norm_diff``) in one vectorised pass where no scaling is
+    needed (the sum of squares inside [SAFE_LO, SAFE_HI]); else the scaled two passes."""
+    s = 0.0
+    for i in range(x.shape[0]):
+        v = np.float64(x[i]) - np.float64(y[i])
+        s += v * v
+    if s >= SAFE_LO and s <= SAFE_HI:
+        return math.sqrt(s)
+    return _norm_diff(x, y)
+
+
+@jit
+def _decade_bin(x, edges):
+    """Signed-decade bin of the double ``x`` (``fastbp._diagnostics.decade_index``); -1 for NaN.
+
+    ``pos`` = the number of edges ``<= |x|`` (searchsorted side="right"), found from a
+    guess by the binary exponent (``floor(e2 log10 2)`` as ``(e2 * 1233) >> 12``) and
+    corrected against the edges table, so the result is exactly the table's.
+    """
+    if x != x:
+        return -1
+    if x == 0.0:
+        return DEC_ZERO
+    ax = abs(x)
+    n_e = edges.shape[0]
+    e2 = ((np.float64(ax).view(np.int64) >> 52) & 0x7FF) - 1023
+    pos = ((e2 * 1233) >> 12) - DEC_MIN + 1
+    if pos < 0:
+        pos = 0
+    elif pos > n_e:
+        pos = n_e
+    while pos < n_e and edges[pos] <= ax:
+        pos += 1
+    while pos > 0 and edges[pos - 1] > ax:
+        pos -= 1
+    return DEC_ZERO + 1 + pos if x > 0.0 else DEC_ZERO - 1 - pos
+
+
+@jit
+def _count_decades(M, edges, out):
+    """Add the signed-decade counts of the 2-D block ``M`` (compared as doubles) to ``out``."""
+    for i in range(M.shape[0]):
+        for j in range(M.shape[1]):
+            k = _decade_bin(np.float64(M[i, j]), edges)
+            if k >= 0:
+                out[k] += 1
+
+
+@jit
+def _count_z(Z, b, edges, out):
+    """``out`` = signed-decade counts of ``z = Z + b`` (formed as ``_hidden_forward`` does)."""
+    out[:] = 0
+    for i in range(Z.shape[0]):
+        for j in range(Z.shape[1]):
+            k = _decade_bin(np.float64(Z[i, j] + b[j]), edges)
+            if k >= 0:
+                out[k] += 1
+
+
+@jit
+def _count_linear(M, lo, hi, out):
+    """Add the linear-bin counts of ``M`` over ``[lo, hi]`` (``dx.linear_index``) to ``out``."""
+    scale = N_LINEAR / (hi - lo)
+    for i in range(M.shape[0]):
+        for j in range(M.shape[1]):
+            a = np.float64(M[i, j])
+            if a != a:
+                continue
+            if a < lo:
+                k = 0
+            elif a > hi:
+                k = N_LINEAR + 1
+            else:
+                f = math.floor((a - lo) * scale)
+                k = 1 + (int(f) if f < N_LINEAR - 1 else N_LINEAR - 1)
+            out[k] += 1
+
+
+@jit
+def _diag_layer(groups, l, m, Dl, Ap, GW, gb, f_m, beta, ema, row, D2, AS2, SW, W, W0):
+    """The XSTAT rows of the selected groups for layer ``l`` into ``row`` (N_X, L).
+
+    ``Dl`` (m, n_out) the deltas, ``Ap`` (m, n_in) the layer's input, ``GW`` the weight
+    sums (``/ f_m`` is the mean gradient, as in the update) and ``gb`` the bias mean,
+    ``W``/``W0`` the weights after the update and at the start.  Squares are taken of
+    the deltas (and, for the moments, the inputs) scaled by powers of two chosen from
+    their max, as the reference's ``_scaled``; ``D2``, ``AS2`` and ``SW`` are float64
+    scratch for the moments' product ``(delta^2)^T (a^2)``.
+    """
+    n_out = Dl.shape[1]
+    n_in = Ap.shape[1]
+    dm = np.float64(m)
+    sd = _pow2_scale(_max_abs(Dl))
+    ss = sd * sd
+    if groups & (G_PER_EXAMPLE | G_NOISE):
+        # ||g_n||^2 = ||delta_n||^2 (||a_n||^2 + 1), scaled by sd^2
+        qsum = 0.0
+        nsum = 0.0
+        nmax = -np.inf
+        for i in range(m):
+            dd = 0.0
+            for j in range(n_out):
+                t = np.float64(Dl[i, j]) * sd
+                dd += t * t
+            aa = 0.0
+            for j in range(n_in):
+                t = np.float64(Ap[i, j])
+                aa += t * t
+            qn = dd * (aa + 1.0)
+            qsum += qn
+            nr = math.sqrt(qn) / sd
+            nsum += nr
+            if nr > nmax or nr != nr:
+                nmax = nr
+        g2 = 0.0
+        for i in range(GW.shape[0]):
+            t = np.float64(GW[i] / f_m) * sd
+            g2 += t * t
+        for j in range(n_out):
+            t = np.float64(gb[j]) * sd
+            g2 += t * t
+        tr = (qsum - dm * g2) / (dm - 1.0) if m > 1 else np.nan
+        if groups & G_PER_EXAMPLE:
+            row[X_PE_MEAN, l] = nsum / dm
+            row[X_PE_MAX, l] = nmax
+            row[X_TRACE, l] = tr / ss
+        if groups & G_NOISE:
+            if m > 1:
+                ema[0, l] = beta * ema[0, l] + (1.0 - beta) * (tr / ss)
+                ema[1, l] = beta * ema[1, l] + (1.0 - beta) * ((g2 - tr / dm) / ss)
+            row[X_NOISE, l] = ema[0, l] / ema[1, l]
+    if groups & G_MOMENTS:
+        if m > 1:
+            sa = _pow2_scale(_max_abs(Ap))
+            Q = AS2[: m * n_in].reshape(m, n_in)
+            R = D2[: m * n_out].reshape(m, n_out)
+            for i in range(m):
+                for j in range(n_in):
+                    t = np.float64(Ap[i, j]) * sa
+                    Q[i, j] = t * t
+                for j in range(n_out):
+                    t = np.float64(Dl[i, j]) * sd
+                    R[i, j] = t * t
+            SWv = SW[: n_out * n_in].reshape(n_out, n_in)
+            np.dot(R.T, Q, SWv)  # sum_n g_n^2 of the weights, scaled by (sd sa)^2
+            inv = 1.0 / (dm - 1.0)
+            tot = 0.0
+            kept = 0.0
+            SWf = SW[: n_out * n_in]  # SWv, flat: the order of GW
+            for i in range(n_out * n_in):
+                mw = (np.float64(GW[i] / f_m) * sd) * sa
+                sig = mw * mw
+                v = (SWf[i] - dm * sig) * inv
+                # g^2 / v over the v > 0, written with a 0/1 factor instead of a branch
+                # (so that the loop vectorises; v is finite: the mini-batch was checked)
+                keep = np.float64(v > 0.0)
+                tot += keep * (sig / (v * keep + (1.0 - keep)))
+                kept += keep
+            for j in range(n_out):
+                sb = 0.0
+                for i in range(m):
+                    sb += R[i, j]
+                t = np.float64(gb[j]) * sd
+                sig = t * t
+                v = (sb - dm * sig) * inv
+                if v > 0.0:
+                    tot += sig / v
+                    kept += 1.0
+            row[X_GSNR, l] = tot / kept if kept > 0.0 else np.nan
+            row[X_GSNR_ZERO, l] = n_out * (n_in + 1) - kept
+        else:
+            row[X_GSNR, l] = np.nan
+            row[X_GSNR_ZERO, l] = np.nan
+    if groups & G_DISTANCE:
+        row[X_DISTANCE, l] = _dist(W, W0)
+
+
+@jit
+def _diag_batch(net, groups, every, beta, record, k, m, P, G, X, A, D, ZL, ZH, edges, row,
+                hist, ema, start, a_range, D2, AS2, SW, dacc):
+    """The groups of a sampled, accepted mini-batch ``k``, after its update.
+
+    The XSTAT rows go to ``row`` (the mini-batch's record row, or scratch); with
+    record="epoch" they are folded into ``dacc``; histogram counts are added to
+    ``hist[k // every]`` (record="batch") or ``hist[0]``.
+    """
+    L = net.shape[1] - 1
+    if groups & G_ROWS:
+        f_m = P.dtype.type(m)
+        for l in range(L):
+            n_in = net[M_SIZES, l]
+            n_out = net[M_SIZES, l + 1]
+            w0 = net[M_WOFF, l]
+            w1 = w0 + n_out * n_in
+            b0 = net[M_BOFF, l]
+            Dl = _rows(D, net[M_AOFF, l], m, n_out)
+            Ap = X if l == 0 else _rows(A, net[M_AOFF, l - 1], m, n_in)
+            _diag_layer(groups, l, m, Dl, Ap, G[w0:w1], G[b0 : b0 + n_out], f_m, beta, ema, row,
+                        D2, AS2, SW, P[w0:w1], start[w0:w1])
+        if record == RECORD_EPOCH:
+            for l in range(L):
+                dacc[DA_PE, l] += m * row[X_PE_MEAN, l]
+                dacc[DA_M, l] += m
+                v = row[X_PE_MAX, l]
+                if v > dacc[DA_PEMAX, l]:
+                    dacc[DA_PEMAX, l] = v
+                if m > 1:
+                    dacc[DA_TRACE, l] += row[X_TRACE, l]
+                    dacc[DA_NTRACE, l] += 1.0
+                    v = row[X_GSNR, l]
+                    if abs(v) < np.inf:  # finite
+                        dacc[DA_GSNR, l] += v
+                        dacc[DA_NGSNR, l] += 1.0
+                    dacc[DA_ZERO, l] += row[X_GSNR_ZERO, l]
+                    dacc[DA_NZERO, l] += 1.0
+    if groups & G_HIST:
+        hrow = hist[k // every] if record == RECORD_BATCH else hist[0]
+        for l in range(L):
+            n_out = net[M_SIZES, l + 1]
+            _count_decades(_rows(D, net[M_AOFF, l], m, n_out), edges, hrow[l, H_DELTA:H_Z])
+            if l < L - 1:
+                for i in range(N_DECADE_BINS):
+                    hrow[l, H_Z + i] += ZH[l, i]
+            else:
+                _count_decades(ZL[: m * n_out].reshape(m, n_out), edges, hrow[l, H_Z:H_A])
+            _count_linear(_rows(A, net[M_AOFF, l], m, n_out), a_range[l, 0], a_range[l, 1],
+                          hrow[l, H_A:])
+
+
+@jit
+def _diag_epoch_end(net, groups, P, start, ema, dacc, out):
+    """The epoch values of the selected groups into ``out`` (N_X, L) (``_diag_epoch_end``)."""
+    L = net.shape[1] - 1
+    for l in range(L):
+        if groups & G_PER_EXAMPLE:
+            out[X_PE_MEAN, l] = dacc[DA_PE, l] / dacc[DA_M, l]
+            out[X_PE_MAX, l] = dacc[DA_PEMAX, l] if dacc[DA_M, l] > 0.0 else np.nan
+            out[X_TRACE, l] = dacc[DA_TRACE, l] / dacc[DA_NTRACE, l]
+        if groups & G_NOISE:
+            out[X_NOISE, l] = ema[0, l] / ema[1, l]
+        if groups & G_MOMENTS:
+            out[X_GSNR, l] = dacc[DA_GSNR, l] / dacc[DA_NGSNR, l]
+            out[X_GSNR_ZERO, l] = dacc[DA_ZERO, l] / dacc[DA_NZERO, l]
+        if groups & G_DISTANCE:
+            w0 = net[M_WOFF, l]
+            w1 = w0 + net[M_SIZES, l + 1] * net[M_SIZES, l]
+            out[X_DISTANCE, l] = _norm_diff(P[w0:w1], start[w0:w1])
+
+
+# --------------------------------------------------------------------------- #
 # Layer 3: drivers (called from Python, GIL released)
 # --------------------------------------------------------------------------- #
 @jit(entry=True)
-def _train_batches(w, hp, P, V, X, Y, order, bs, k0, k1, t, rec_batch, rec_epoch, batch_cost):
+def _train_batches(w, hp, P, V, X, Y, order, bs, k0, k1, t, rec_batch, rec_epoch, batch_cost, dg):
     """Mini-batches ``k0 .. k1-1`` of an epoch (``fastbp._contract.train_epoch``).
 
+    ``dg`` holds the optional statistic groups (``_diag_args``; ``groups = 0``: none).
     Returns ``(t, n_skipped, fault_batch, fault_layer, fault_phase)``.
     """
     (net, cost_code, alpha_, top, m_max, A, S, D, ZL, Xbuf, Ybuf, G, P0, PHI,
-     acc, ea, _, Gacc, _, _, q, state) = w
+     acc, ea, _, Gacc, _, _, q, state, edges, ZH, dacc, xrow) = w
     eta, lmbda_n, kind, mu_c, mu_max, period, nesterov, record, skip = hp
+    (groups, every, beta, drec, depoch, hist, ema, P_first, a_range, D2, AS2, SW) = dg
+    hist_on = (groups & G_HIST) != 0
     ft = P.dtype.type
     alpha = ft(alpha_)
     L = net.shape[1] - 1
@@ -956,6 +1296,8 @@ def _train_batches(w, hp, P, V, X, Y, order, bs, k0, k1, t, rec_batch, rec_epoch
                 P0[i] = P[i]
             Gacc[:] = 0.0
             ea[:, :] = 0.0
+            dacc[:, :] = 0.0
+            dacc[DA_PEMAX, :] = -np.inf
     # bounds for the overflow check, and the look-ahead point, once per call
     _norm_layers(net, P, ea[E_NRMP])
     _norm_layers(net, V, ea[E_NRMV])
@@ -986,8 +1328,9 @@ def _train_batches(w, hp, P, V, X, Y, order, bs, k0, k1, t, rec_batch, rec_epoch
         acc[:, :] = 0.0
         mu = _momentum_at(kind, mu_c, mu_max, period, t)
         mu_next = _momentum_at(kind, mu_c, mu_max, period, t + 1)
+        sampled = groups != 0 and k % every == 0
         phase, fl, cost = _fused_pass(net, cost_code, Pf, Xb, Yb, A, S, D, ZL, G, acc, alpha, top,
-                                      stats)
+                                      stats, ZH, edges, sampled and hist_on)
         if phase < 0:
             # bounds that make the update safe from overflow (SPEC section 5):
             # |sum_x delta a| <= ||Delta|| ||A|| (Cauchy-Schwarz), max |.| <= ||.||
@@ -1050,6 +1393,10 @@ def _train_batches(w, hp, P, V, X, Y, order, bs, k0, k1, t, rec_batch, rec_epoch
                 if l < L - 1:
                     ea[E_GAIN, l] += _gain(acc, l, L)
                     ea[E_NGAIN, l] += 1.0
+        if sampled:
+            _diag_batch(net, groups, every, beta, record, k, m, P, G, Xb, A, D, ZL, ZH, edges,
+                        drec[k - k0] if drec.shape[0] > 0 else xrow, hist, ema, P_first, a_range,
+                        D2, AS2, SW, dacc)
     if record == RECORD_EPOCH and k1 == n_batches:
         total_m = state[ST_EPOCH_M]
         for l in range(L):
@@ -1064,6 +1411,8 @@ def _train_batches(w, hp, P, V, X, Y, order, bs, k0, k1, t, rec_batch, rec_epoch
             _act_stats_into(net[M_ACTS, l], ea[E_CNT, l], ea[E_MEAN, l], ea[E_M2, l],
                             ea[E_SUMS, l], ea[E_LOW, l], ea[E_HIGH, l], rec_epoch, l)
             rec_epoch[S_NONFINITE, l] = state[ST_SKIPPED]
+        if groups != 0:
+            _diag_epoch_end(net, groups, P, P_first, ema, dacc, depoch)
     return t, n_skipped, -1, -1, -1
 
 
@@ -1076,7 +1425,7 @@ def _gradient_all(w, P, X, Y, grad, stats):
     (as the reference).  Returns ``(cost, fault_layer, fault_phase)``.
     """
     (net, cost_code, alpha_, top, m_max, A, S, D, ZL, Xbuf, Ybuf, G, _, _,
-     acc, _, pooled, _, gsum, ssq, _, _) = w
+     acc, _, pooled, _, gsum, ssq, _, _, edges, ZH, _, _) = w
     ft = P.dtype.type
     alpha = ft(alpha_)
     L = net.shape[1] - 1
@@ -1092,6 +1441,7 @@ def _gradient_all(w, P, X, Y, grad, stats):
     # True, computed at run time: a literal True would make Numba compile a second
     # specialisation of _fused_pass (it specialises on literal arguments)
     with_stats = N > 0
+    no_z = N < 0  # False at run time, likewise
     s = 0
     while s < N:
         m = min(m_max, N - s)
@@ -1104,7 +1454,7 @@ def _gradient_all(w, P, X, Y, grad, stats):
                 Yb[r, j] = Y[s + r, j]
         acc[:, :] = 0.0
         phase, fl, cost = _fused_pass(net, cost_code, P, Xb, Yb, A, S, D, ZL, G, acc, alpha, top,
-                                      with_stats)
+                                      with_stats, ZH, edges, no_z)
         if phase >= 0:
             fault_layer, fault_phase = fl, phase
             break
@@ -1185,7 +1535,7 @@ def _cost_sum(cost, Z, A, Y):
 def _forward_all(w, P, X, Y, has_y, out):
     """Outputs of the rows of ``X`` into ``out``, in chunks; mean data cost if ``has_y``."""
     (net, cost_code, alpha_, top, m_max, A, S, _, ZL, Xbuf, _, _, _, _, acc, _, _, _, _, _, _,
-     _) = w
+     _, edges, ZH, _, _) = w
     alpha = P.dtype.type(alpha_)
     L = net.shape[1] - 1
     N = X.shape[0]
@@ -1200,7 +1550,7 @@ def _forward_all(w, P, X, Y, has_y, out):
         for r in range(m):
             for j in range(n0):
                 Xb[r, j] = X[s + r, j]
-        _forward_layers(net, P, Xb, A, S, ZL, acc, alpha, top, no_stats)
+        _forward_layers(net, P, Xb, A, S, ZL, acc, alpha, top, no_stats, ZH, edges, no_stats)
         AL = _rows(A, net[M_AOFF, L - 1], m, nL)
         for r in range(m):
             for j in range(nL):
@@ -1281,17 +1631,47 @@ class Workspace:
             ssq_g=np.zeros((2, L)),
             q=np.zeros((2, 6)),
             state=np.zeros(2),
+            edges=_readonly(np.ascontiguousarray(dx.DECADE_EDGES, dtype=np.float64)),
+            ZH=np.zeros((L, N_DECADE_BINS), dtype=np.int64),
+            dacc=np.zeros((N_DA, L)),
+            xrow=np.full((N_X, L), np.nan),
         )
         self.args = tuple(self.work)  # what the drivers receive
         # the fixed-type placeholders for absent optional arguments
         self._no_y = _readonly(np.empty((0, int(sizes[L])), dt))
         self._no_rec_batch = np.empty((0, N_STATS, L))
         self._no_rec_epoch = np.empty((N_STATS, L))
+        # ... and for the optional statistic groups (same types as the real buffers, so
+        # a call with and one without ``diag`` share one compiled driver)
+        self._no_diag_rec = np.empty((0, N_X, L))
+        self._no_diag_epoch = np.empty((N_X, L))
+        self._no_hist = np.zeros((0, L, N_HIST), dtype=np.int64)
+        self._no_ema = np.zeros((2, L))
+        self._no_start = _readonly(np.empty(0, dt))
+        self._no_a_range = _readonly(np.empty((0, 2)))
+        self._no_f64 = np.empty(0)
+        self._moment_bufs = None  # (D2, AS2, SW), made at the first use of "moments"
+
+    def moment_buffers(self):
+        """float64 scratch of the "moments" group, allocated once per workspace.
+
+        ``D2`` (m_max * max n_out) squared scaled deltas, ``AS2`` (m_max * max n_in)
+        squared scaled inputs and ``SW`` (max n_out * n_in) their product.
+        """
+        if self._moment_bufs is None:
+            sizes = [int(n) for n in self.layout.sizes]
+            self._moment_bufs = (
+                np.zeros(self.m_max * max(sizes[1:])),
+                np.zeros(self.m_max * max(sizes[:-1])),
+                np.zeros(max(a * b for a, b in zip(sizes[:-1], sizes[1:]))),
+            )
+        return self._moment_bufs
 
     @property
     def nbytes(self):
         """Bytes held by the workspace buffers."""
-        return sum(a.nbytes for a in self.work if isinstance(a, np.ndarray))
+        extra = self._moment_bufs or ()
+        return sum(a.nbytes for a in (*self.work, *extra) if isinstance(a, np.ndarray))
 
 
 def make_workspace(layout, m_max):
@@ -1391,9 +1771,12 @@ def train_epoch(
     rec_batch,
     rec_epoch,
     batch_cost,
+    diag=None,
 ):
     """Run mini-batches ``batch_start .. batch_stop-1`` of one epoch (see the contract).
 
+    ``diag`` (a :class:`fastbp._contract.Diag` or None): the optional statistic
+    groups, computed inside the jitted loop on the sampled mini-batches.
     Returns ``(t, n_skipped, fault_batch, fault_layer, fault_phase)``, -1 for "none".
     """
     dt, L, n0, nL = ws.dtype, ws.L, ws.n0, ws.nL
@@ -1436,11 +1819,59 @@ def train_epoch(
         record=record,
         skip=bool(hyper.skip_nonfinite),
     )
+    dg = _diag_args(ws, diag, record, bs, k0, k1, n_batches)
     t, n_skipped, fault, fault_layer, fault_phase = _train_batches(
         ws.args, tuple(hp), params, velocity, X, Y, order, bs, k0, k1, int(hyper.t), rec_batch,
-        rec_epoch, batch_cost,
+        rec_epoch, batch_cost, dg,
     )
     return int(t), int(n_skipped), int(fault), int(fault_layer), int(fault_phase)
+
+
+def _diag_args(ws, diag, record, bs, k0, k1, n_batches):
+    """The ``dg`` tuple of ``_train_batches`` for ``diag`` (checked), or the empty one.
+
+    ``(groups, every, beta, rec, epoch, hist, ema, start, a_range, D2, AS2, SW)``:
+    buffers of groups not selected, or not written by this call, are the workspace's
+    fixed-type placeholders.
+    """
+    L, f64 = ws.L, np.dtype(np.float64)
+    groups = 0 if diag is None else int(diag.groups) & G_ALL
+    if not groups:
+        return (0, 1, 0.0, ws._no_diag_rec, ws._no_diag_epoch, ws._no_hist, ws._no_ema,
+                ws._no_start, ws._no_a_range, ws._no_f64, ws._no_f64, ws._no_f64)
+    every = int(diag.every)
+    if every < 1:
+        raise ValueError(f"diag.every must be >= 1, got {every}")
+    beta = float(diag.beta)
+    rows = groups & G_ROWS
+    rec = ws._no_diag_rec
+    if rows and record == RECORD_BATCH:
+        rec = _output("diag.rec", diag.rec, f64, (k1 - k0, N_X, L))
+    epoch = ws._no_diag_epoch
+    if rows and record == RECORD_EPOCH and k1 == n_batches:
+        epoch = _output("diag.epoch", diag.epoch, f64, (N_X, L))
+    hist, a_range = ws._no_hist, ws._no_a_range
+    if groups & G_HIST:
+        hist = np.asarray(diag.hist)
+        if hist.ndim != 3 or hist.shape[1:] != (L, N_HIST):
+            raise ValueError(f"diag.hist must have shape (H, {L}, {N_HIST}), got {hist.shape}")
+        hist = _output("diag.hist", hist, np.dtype(np.int64), hist.shape)
+        first = -(-k0 // every) * every  # the call's first sampled mini-batch
+        if first < k1:
+            need = (k1 - 1) // every + 1 if record == RECORD_BATCH else 1
+            if hist.shape[0] < need:
+                raise ValueError(f"diag.hist needs at least {need} rows, has {hist.shape[0]}")
+        a_range = _input("diag.a_range", diag.a_range, f64, (L, 2))
+    ema = ws._no_ema
+    if groups & G_NOISE:
+        ema = _output("diag.ema", diag.ema, f64, (2, L))
+    start = ws._no_start
+    if groups & G_DISTANCE:
+        start = _input("diag.start", diag.start, ws.dtype, (ws.n_params,))
+    D2 = AS2 = SW = ws._no_f64
+    if groups & G_MOMENTS:
+        D2, AS2, SW = ws.moment_buffers()
+    return (groups, every, beta, rec, epoch, hist, ema, start, a_range, D2, AS2, SW)
 
 
 def _describe() -> str:

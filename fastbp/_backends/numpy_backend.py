@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import _diagnostics as dx
 from .._contract import (
     ACTIVATION_CODES,
     CROSS_ENTROPY,
@@ -369,6 +370,7 @@ class Workspace:
         self.grad_sum = np.empty(layout.n_params, dtype=_F64)
         self.moments = [_Moments() for _ in widths[1:]]
         self.epoch = _EpochAccumulators(layout)
+        self.diag_epoch = _DiagEpoch(layout.L)
 
 
 def make_workspace(layout, m_max):
@@ -569,6 +571,133 @@ def _epoch_statistics(layout, ws, params, out):
 
 
 # --------------------------------------------------------------------------- #
+# Optional statistic groups (fastbp/_diagnostics.py defines them)
+# --------------------------------------------------------------------------- #
+class _DiagEpoch:
+    """Per-epoch sums of the optional groups (``record == RECORD_EPOCH``)."""
+
+    def __init__(self, L):
+        self.sums = np.zeros((6, L), dtype=_F64)  # pe sum, examples, trace, n, gsnr, n
+        self.zero = np.zeros((2, L), dtype=_F64)  # gsnr_zero sum, n
+        self.pe_max = np.full(L, -np.inf)
+
+    def reset(self):
+        self.sums.fill(0.0)
+        self.zero.fill(0.0)
+        self.pe_max.fill(-np.inf)
+
+
+def _scaled(v):
+    """``(v * s, s)`` in float64 with ``s`` a power of two making ``max|v * s|`` ~ 1."""
+    v = np.asarray(v, dtype=_F64)
+    s = dx.pow2_scale(float(np.max(np.abs(v)))) if v.size else 1.0
+    return v * s, s
+
+
+def _diag_batch(layout, ws, m, x, params, diag, row):
+    """The selected groups of the current mini-batch into ``row`` ``(N_X, L)``.
+
+    Called after the update was written to ``params``.  Histograms go straight
+    into ``diag.hist``.  ``ws.nabla_w``/``ws.nabla_b`` hold the mean gradient.
+    """
+    groups = diag.groups
+    want_pe = groups & (dx.G_PER_EXAMPLE | dx.G_NOISE)
+    for l in range(layout.L):
+        a_prev = x if l == 0 else ws.activations[l - 1][:m]
+        ds, sd = _scaled(ws.deltas[l][:m])
+        a64 = np.asarray(a_prev, dtype=_F64)
+        gw = ws.nabla_w[l].astype(_F64) * sd
+        gb = ws.nabla_b[l].astype(_F64) * sd
+        if want_pe:
+            # ||g_n||^2 = ||delta_n||^2 (||a_n||^2 + 1), all scaled by sd^2
+            q = np.sum(ds * ds, axis=1) * (np.sum(a64 * a64, axis=1) + 1.0)
+            g2 = float(np.sum(gw * gw) + np.sum(gb * gb))
+            tr = (float(np.sum(q)) - m * g2) / (m - 1) if m > 1 else np.nan
+            norms = np.sqrt(q) / sd
+            if groups & dx.G_PER_EXAMPLE:
+                row[dx.X_PE_MEAN, l] = np.mean(norms)
+                row[dx.X_PE_MAX, l] = np.max(norms)
+                row[dx.X_TRACE, l] = tr / (sd * sd)
+            if groups & dx.G_NOISE:
+                ema = diag.ema
+                if m > 1:
+                    b = diag.beta
+                    ema[0, l] = b * ema[0, l] + (1 - b) * (tr / (sd * sd))
+                    ema[1, l] = b * ema[1, l] + (1 - b) * ((g2 - tr / m) / (sd * sd))
+                row[dx.X_NOISE, l] = _div(ema[0, l], ema[1, l])
+        if groups & dx.G_MOMENTS:
+            if m > 1:
+                as_, sa = _scaled(a64)
+                d2 = ds * ds
+                second_w = d2.T @ (as_ * as_)  # sum_n g_n^2, scaled by (sd sa)^2
+                second_b = d2.sum(axis=0)
+                mean_w = gw * sa
+                var_w = (second_w - m * mean_w * mean_w) / (m - 1)
+                var_b = (second_b - m * gb * gb) / (m - 1)
+                sig = np.concatenate([(mean_w * mean_w).ravel(), gb * gb])
+                var = np.concatenate([var_w.ravel(), var_b])
+                keep = var > 0
+                row[dx.X_GSNR, l] = np.mean(sig[keep] / var[keep]) if keep.any() else np.nan
+                row[dx.X_GSNR_ZERO, l] = float(np.count_nonzero(~keep))
+            else:
+                row[dx.X_GSNR, l] = np.nan
+                row[dx.X_GSNR_ZERO, l] = np.nan
+        if groups & dx.G_DISTANCE:
+            W = layout.weight_views(params)[l]
+            W0 = layout.weight_views(diag.start)[l]
+            row[dx.X_DISTANCE, l] = _norm(W.astype(_F64) - W0.astype(_F64))
+
+
+def _diag_hist(layout, ws, m, hist_row, a_range):
+    """Add the counts of every layer's delta, z and a to ``hist_row`` ``(L, N_HIST)``."""
+    for l in range(layout.L):
+        hist_row[l, dx.H_DELTA : dx.H_Z] += dx.count(
+            dx.decade_index(ws.deltas[l][:m]), dx.N_DECADE_BINS
+        )
+        hist_row[l, dx.H_Z : dx.H_A] += dx.count(dx.decade_index(ws.zs[l][:m]), dx.N_DECADE_BINS)
+        lo, hi = a_range[l]
+        hist_row[l, dx.H_A :] += dx.count(
+            dx.linear_index(ws.activations[l][:m], lo, hi), dx.N_LINEAR_BINS
+        )
+
+
+def _diag_accumulate(acc, row, m):
+    """Fold one sampled mini-batch's row into the epoch sums."""
+    pe = row[dx.X_PE_MEAN]
+    acc.sums[0] += m * pe
+    acc.sums[1] += m
+    acc.pe_max = np.fmax(acc.pe_max, row[dx.X_PE_MAX])
+    if m > 1:
+        acc.sums[2] += row[dx.X_TRACE]
+        acc.sums[3] += 1
+        ok = np.isfinite(row[dx.X_GSNR])
+        acc.sums[4] += np.where(ok, row[dx.X_GSNR], 0.0)
+        acc.sums[5] += ok
+        acc.zero[0] += row[dx.X_GSNR_ZERO]
+        acc.zero[1] += 1
+
+
+def _diag_epoch_end(layout, acc, params, diag):
+    """The epoch values of the selected groups into ``diag.epoch``."""
+    out, g = diag.epoch, diag.groups
+    with np.errstate(all="ignore"):
+        if g & dx.G_PER_EXAMPLE:
+            out[dx.X_PE_MEAN] = acc.sums[0] / acc.sums[1]
+            out[dx.X_PE_MAX] = np.where(acc.sums[1] > 0, acc.pe_max, np.nan)
+            out[dx.X_TRACE] = acc.sums[2] / acc.sums[3]
+        if g & dx.G_NOISE:
+            out[dx.X_NOISE] = diag.ema[0] / diag.ema[1]
+        if g & dx.G_MOMENTS:
+            out[dx.X_GSNR] = acc.sums[4] / acc.sums[5]
+            out[dx.X_GSNR_ZERO] = acc.zero[0] / acc.zero[1]
+    if g & dx.G_DISTANCE:
+        for l in range(layout.L):
+            W = layout.weight_views(params)[l]
+            W0 = layout.weight_views(diag.start)[l]
+            out[dx.X_DISTANCE, l] = _norm(W.astype(_F64) - W0.astype(_F64))
+
+
+# --------------------------------------------------------------------------- #
 # Contract functions
 # --------------------------------------------------------------------------- #
 def forward(layout, ws, params, X, out, Y=None):
@@ -683,6 +812,7 @@ def train_epoch(
     rec_batch,
     rec_epoch,
     batch_cost,
+    diag=None,
 ):
     """Run mini-batches ``batch_start .. batch_stop-1`` of one epoch (see the contract).
 
@@ -720,6 +850,7 @@ def train_epoch(
             rec_batch,
             rec_epoch,
             batch_cost,
+            diag,
         )
 
 
@@ -738,6 +869,7 @@ def _train_epoch(
     rec_batch,
     rec_epoch,
     batch_cost,
+    diag,
 ):
     """Body of :func:`train_epoch` (floating-point warnings already silenced)."""
     if batch_size > ws.m_max:
@@ -759,6 +891,10 @@ def _train_epoch(
     phi_W, phi_b = layout.weight_views(ws.lookahead), layout.bias_views(ws.lookahead)
     if record == RECORD_EPOCH and batch_start == 0:
         ws.epoch.reset(params)
+        ws.diag_epoch.reset()
+    if diag is not None and not diag.groups:
+        diag = None
+    xrow = np.full((dx.N_X, L), np.nan)
 
     for k in range(batch_start, batch_stop):
         i = k - batch_start
@@ -814,7 +950,17 @@ def _train_epoch(
         if momentum:
             np.copyto(velocity, ws.new_velocity)
         t += 1
+        if diag is not None and k % diag.every == 0:
+            row = diag.rec[i] if record == RECORD_BATCH else xrow
+            _diag_batch(layout, ws, m, x, params, diag, row)
+            if record == RECORD_EPOCH:
+                _diag_accumulate(ws.diag_epoch, row, m)
+            if diag.groups & dx.G_HIST:
+                h = k // diag.every if record == RECORD_BATCH else 0
+                _diag_hist(layout, ws, m, diag.hist[h], diag.a_range)
 
     if record == RECORD_EPOCH and batch_stop == n_batches:
         _epoch_statistics(layout, ws, params, rec_epoch)
+        if diag is not None:
+            _diag_epoch_end(layout, ws.diag_epoch, params, diag)
     return t, n_skipped, -1, -1, -1
