@@ -7,8 +7,9 @@ with one thread), plus the time to build the History of the completed part.
 
 Method: a helper thread sends SIGINT to the process at a random moment inside
 ``fit`` (0.5 to 2 s after its first compiled call: the steady state), timestamping
-it; the main thread catches ``fastbp.TrainingInterrupted`` and timestamps that.  The latency is the difference;
-the median and maximum over ``ROUNDS`` signals are printed and recorded as test
+it; the main thread catches ``fastbp.TrainingInterrupted`` and timestamps that.  The
+latency is the difference; the median and maximum over ``ROUNDS`` signals are
+printed and recorded as test
 properties (``--junitxml``).  ``FASTBP_BENCH_GOALS=assert`` fails the test when the
 maximum exceeds the goal (never at smoke size).  Not a pytest-benchmark timing: the
 quantity is a latency, not the duration of a call.
