@@ -63,7 +63,7 @@ workspaces); BLAS may use its own threads.
 cimport cython
 from cython cimport floating
 from libc.math cimport exp, log, log1p, tanh, fabs, sqrt, frexp, ldexp, NAN, INFINITY
-from libc.stdint cimport int32_t, int64_t, uint64_t
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
 from libc.string cimport memcpy, memset
 from libc.float cimport DBL_MAX, FLT_MAX
 from scipy.linalg.cython_blas cimport dgemm, sgemm
@@ -204,6 +204,7 @@ cdef enum:
     H_Z = 125
     H_A = 250
     N_HIST = 272
+    AMBIGUOUS = 255  # a cell of the float32 table that needs the exact path
     E2_MIN = -150   # binary exponents of the decade table (10^-45 .. 10^15)
     N_E2 = 200
 
@@ -457,6 +458,7 @@ ctypedef struct Net:
     double* xrow      # N_X * L scratch row (record="epoch")
     const double* edges  # the N_DECADES + 1 decade edges 10^k
     const int* dec_tbl   # (N_E2) decade index of 2^e, e = E2_MIN ..
+    const uint8_t* cells # (4096) decade bin of each float32 cell, or AMBIGUOUS
     void* D2          # moments: (m_max, max width) squared scaled deltas,
     void* A2          # squared scaled activations,
     void* GM          # (max n_out * n_in) second moments of one layer
@@ -513,7 +515,7 @@ cdef class Workspace:
             Gacc=np.zeros(P), bacc=np.zeros(N_B * L), eacc=np.zeros(N_E * L),
             gacc=np.zeros(N_E * L), colsum_g=np.zeros(n_units), ssq_g=np.zeros(2 * L),
             hz_buf=np.zeros(L * N_DECADE_BINS, np.int64), dacc=np.zeros(N_D * L),
-            nrm0=np.zeros(L), dec_tbl=_decade_table(),
+            nrm0=np.zeros(L), dec_tbl=_decade_table(), cells=_CELLS,
             xrow=np.full(N_X * L, np.nan), edges=np.ascontiguousarray(_DX.DECADE_EDGES),
         )
         self._arrays = arrays
@@ -556,6 +558,7 @@ cdef class Workspace:
         self.net.xrow = <double*> _ptr(arrays["xrow"])
         self.net.edges = <const double*> _ptr(arrays["edges"])
         self.net.dec_tbl = <const int*> _ptr(arrays["dec_tbl"])
+        self.net.cells = <const uint8_t*> _ptr(arrays["cells"])
         self.net.D2 = NULL
         self.net.A2 = NULL
         self.net.GM = NULL
@@ -585,6 +588,35 @@ cdef class Workspace:
 
 
 cdef double _EMPTY[1]
+
+
+def _cell_table():
+    """Decade bin of every float32 cell ``bits >> 20`` (sign, exponent, 3 mantissa bits).
+
+    A cell gets AMBIGUOUS when its values do not all share one bin, when it lies
+    within one float32 ulp of a decade edge (a double rounded to float32 may cross
+    into it), and for the zero/denormal and inf/NaN exponents.
+    """
+    with np.errstate(all="ignore"):  # the NaN cells
+        return _cell_table_body()
+
+
+def _cell_table_body():
+    idx = np.arange(4096, dtype=np.uint32)
+    lo = (idx << 20).view(np.float32).astype(np.float64)
+    top = ((idx << 20) | np.uint32((1 << 20) - 1)).view(np.float32).astype(np.float64)
+    out = np.where(_DX.decade_index(lo) == _DX.decade_index(top), _DX.decade_index(lo), AMBIGUOUS)
+    exp = (idx >> 3) & 0xFF
+    out[(exp == 0) | (exp == 255)] = AMBIGUOUS
+    for p in _DX.DECADE_EDGES:
+        for sign in (1.0, -1.0):
+            f = np.float32(sign * p)
+            for g in (np.nextafter(f, np.float32(-np.inf)), f, np.nextafter(f, np.float32(np.inf))):
+                out[int(np.array(g, dtype=np.float32).view(np.uint32)) >> 20] = AMBIGUOUS
+    return np.ascontiguousarray(out, dtype=np.uint8)
+
+
+_CELLS = _cell_table()
 
 
 def _decade_table():
@@ -743,7 +775,7 @@ cdef int hidden_forward(Net* c, int l, floating* Z, const floating* b, Py_ssize_
         i1 = group_end(i0, m, n)
         if c.hz != NULL:  # a sampled mini-batch with histograms: z before it becomes a
             hist_z_rows(Z + i0 * n, b, i1 - i0, n, c.hz + l * N_DECADE_BINS, c.edges,
-                        c.dec_tbl)
+                        c.dec_tbl, c.cells)
         for i in range(i0, i1):
             Zr = Z + i * n
             Sr = S + i * n
@@ -1316,8 +1348,26 @@ cdef inline Py_ssize_t linear_bin(double a, double lo, double hi, double scale) 
     return 1 + (i if i < N_LINEAR - 1 else N_LINEAR - 1)
 
 
+cdef inline Py_ssize_t fast_decade_bin(double x, const double* edges, const int* tbl,
+                                       const uint8_t* cells) noexcept nogil:
+    """decade_bin(x) from a table of the float32 cells (sign, exponent, 3 mantissa
+    bits) of x: one load; the few cells that straddle a decade edge (or lie within a
+    float ulp of one, or are zero/denormal/inf/NaN cells) say AMBIGUOUS and take the
+    exact path."""
+    cdef float f = <float> x
+    cdef uint32_t bits
+    cdef Py_ssize_t r
+    memcpy(&bits, &f, sizeof(float))
+    r = cells[bits >> 20]
+    r = ZERO_BIN if x == 0 else r
+    if r == AMBIGUOUS:
+        return decade_bin(x, edges, tbl)
+    return r
+
+
 cdef void hist_z_rows(const floating* Z, const floating* b, Py_ssize_t rows, Py_ssize_t n,
-                      int64_t* h, const double* edges, const int* tbl) noexcept nogil:
+                      int64_t* h, const double* edges, const int* tbl,
+                      const uint8_t* cells) noexcept nogil:
     """Add the decade bins of z = Z + b (rows x n, rounded as the activation sees it)."""
     cdef Py_ssize_t i, j
     cdef floating z
@@ -1327,29 +1377,29 @@ cdef void hist_z_rows(const floating* Z, const floating* b, Py_ssize_t rows, Py_
         # two sub-histograms: runs of equal bins do not wait on one counter
         for j in range(0, n - 1, 2):
             z = Z[i * n + j] + b[j]
-            sub[0][decade_bin(z, edges, tbl)] += 1
+            sub[0][fast_decade_bin(z, edges, tbl, cells)] += 1
             z = Z[i * n + j + 1] + b[j + 1]
-            sub[1][decade_bin(z, edges, tbl)] += 1
+            sub[1][fast_decade_bin(z, edges, tbl, cells)] += 1
         if n % 2:
             z = Z[i * n + n - 1] + b[n - 1]
-            sub[0][decade_bin(z, edges, tbl)] += 1
+            sub[0][fast_decade_bin(z, edges, tbl, cells)] += 1
     for j in range(N_DECADE_BINS):
         h[j] += sub[0][j] + sub[1][j]
 
 
-cdef void hist_decades(const floating* x, Py_ssize_t n, int64_t* h,
-                       const double* edges, const int* tbl) noexcept nogil:
+cdef void hist_decades(const floating* x, Py_ssize_t n, int64_t* h, const double* edges,
+                       const int* tbl, const uint8_t* cells) noexcept nogil:
     """Add the decade bins of x[:n] to h (four sub-histograms, merged at the end)."""
     cdef Py_ssize_t i, j
     cdef int64_t sub[4][N_DECADE_BINS]
     memset(sub, 0, sizeof(sub))
     for i in range(0, n - 3, 4):
-        sub[0][decade_bin(x[i], edges, tbl)] += 1
-        sub[1][decade_bin(x[i + 1], edges, tbl)] += 1
-        sub[2][decade_bin(x[i + 2], edges, tbl)] += 1
-        sub[3][decade_bin(x[i + 3], edges, tbl)] += 1
+        sub[0][fast_decade_bin(x[i], edges, tbl, cells)] += 1
+        sub[1][fast_decade_bin(x[i + 1], edges, tbl, cells)] += 1
+        sub[2][fast_decade_bin(x[i + 2], edges, tbl, cells)] += 1
+        sub[3][fast_decade_bin(x[i + 3], edges, tbl, cells)] += 1
     for i in range(n - n % 4, n):
-        sub[0][decade_bin(x[i], edges, tbl)] += 1
+        sub[0][fast_decade_bin(x[i], edges, tbl, cells)] += 1
     for j in range(N_DECADE_BINS):
         h[j] += sub[0][j] + sub[1][j] + sub[2][j] + sub[3][j]
 
@@ -1369,6 +1419,22 @@ cdef void hist_linear(const floating* x, Py_ssize_t n, int64_t* h, double lo, do
         sub[0][linear_bin(x[i], lo, hi, scale)] += 1
     for j in range(N_LINEAR_BINS):
         h[j] += sub[0][j] + sub[1][j] + sub[2][j] + sub[3][j]
+
+
+cdef double gsnr_sum(const floating* GW, const floating* GM, Py_ssize_t n, floating ss,
+                     floating fm, Py_ssize_t* zero) noexcept nogil:
+    """sum of g^2 / var over the n weights with var > 0 (m-1 factors cancel), in the
+    dtype (GM, the second moments, are dtype values already); zero += the others."""
+    cdef Py_ssize_t i, z = 0
+    cdef floating v, var
+    cdef double gs = 0
+    for i in range(n):
+        v = GW[i] * ss
+        var = GM[i] - fm * v * v  # (m - 1) times the variance
+        z += not (var > 0)
+        gs += v * v / var if var > 0 else 0
+    zero[0] += z
+    return gs * (fm - 1)
 
 
 cdef void diag_layer(Net* c, DiagC* dg, int l, const floating* P, const floating* Xb,
@@ -1452,11 +1518,7 @@ cdef void diag_layer(Net* c, DiagC* dg, int l, const floating* P, const floating
                     c.c2[j] += D2[i * n_out + j]
             ss = sd * sa
             GW = G + c.w_off[l]
-            for i in range(n_w):
-                v = GW[i] * ss
-                var = GM[i] - dm * v * v  # (m - 1) times the variance
-                zero += not (var > 0)
-                gs += v * v * (dm - 1) / var if var > 0 else 0.0
+            gs = gsnr_sum(GW, GM, n_w, <floating> ss, <floating> dm, &zero)
             for j in range(n_out):
                 v = G[c.b_off[l] + j] * sd
                 var = c.c2[j] - dm * v * v
@@ -1468,9 +1530,10 @@ cdef void diag_layer(Net* c, DiagC* dg, int l, const floating* P, const floating
     if groups & G_DISTANCE:  # computed in the update loop
         xrow[X_DISTANCE * L + l] = acc[B_DIST * L + l]
     if groups & G_HIST:
-        hist_decades(D, m * n_out, hrow + H_DELTA, c.edges, c.dec_tbl)
+        hist_decades(D, m * n_out, hrow + H_DELTA, c.edges, c.dec_tbl, c.cells)
         if l == L - 1:
-            hist_decades(<floating*> c.ZL, m * n_out, hrow + H_Z, c.edges, c.dec_tbl)
+            hist_decades(<floating*> c.ZL, m * n_out, hrow + H_Z, c.edges, c.dec_tbl,
+                         c.cells)
         else:
             for j in range(N_DECADE_BINS):
                 hrow[H_Z + j] += c.hz_buf[l * N_DECADE_BINS + j]

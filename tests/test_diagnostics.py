@@ -390,3 +390,27 @@ def test_callbacks_see_the_end_of_a_failed_fit(rng):
     with pytest.raises(fastbp.NonFiniteError):  # the first update overflows
         net.fit(X, rng.integers(0, 2, 10), 1, 2, 1e308, callbacks=cb)
     assert cb.events == ["begin", ("end", 0)]
+
+
+@pytest.mark.parametrize("dt", [np.float64, np.float32])
+def test_decade_bins_exact_at_the_edges(backend, dt):
+    """z = W x + b with x = 1 and b = 0 is W itself: place values on, just below and
+    just above every decade edge (both signs), zeros, denormals and huge values, and
+    the z histogram must equal the definition exactly (no round-off allowance)."""
+    vals = [0.0, -0.0]
+    for p in dx.DECADE_EDGES:
+        p = dt(p)
+        for v in (np.nextafter(p, dt(0)), p, np.nextafter(p, dt(np.inf))):
+            vals += [float(v), -float(v)]
+    vals += [float(np.finfo(dt).smallest_subnormal), 3e-46, 1e30, -1e38, 123.0, -0.5]
+    # float32: weights near FLT_MAX would trip the update's overflow bound
+    top = 1e300 if dt == np.float64 else 1e20
+    vals = np.array([v for v in vals if abs(v) < top], dtype=dt)
+    n = len(vals)
+    W1 = vals.reshape(n, 1)
+    W2 = np.zeros((2, n))
+    net = fastbp.Network([1, n, 2], init=([W1, W2], [np.zeros(n), np.zeros(2)]), dtype=dt)
+    X = np.ones((3, 1), dtype=dt)
+    h = net.fit(X, [0, 1, 0], 1, 3, 1e-30, record="batch", stats="histograms")
+    want = 3 * dx.count(dx.decade_index(vals), dx.N_DECADE_BINS)
+    np.testing.assert_array_equal(h.histograms["z"][0, 0], want)
