@@ -97,7 +97,7 @@ deltas, activations, pre-activations and gradient (no extra pass over ``X``):
   other accumulators at ``batch_start == 0``) and written to ``diag.epoch`` when
   ``batch_stop`` is the epoch's last mini-batch;
 * histograms: counts *added* to ``diag.hist[k // every]`` (batch) or ``diag.hist[0]``
-  (epoch), ``(L, N_HIST)`` int64 per row;
+  (epoch), ``(L, N_HIST)`` int32 per row;
 * the noise-scale averages in ``diag.ema`` are updated in place (state that persists
   across calls); ``distance`` reads the start weights in ``diag.start``.
 
@@ -320,7 +320,7 @@ class Diag:
         ``RECORD_BATCH``, else empty.
     epoch : ndarray (N_X, L) float64
         Written at the epoch's end with ``RECORD_EPOCH``.
-    hist : ndarray (H, L, N_HIST) int64
+    hist : ndarray (H, L, N_HIST) int32
         This epoch's histogram rows (counts are added).
     ema : ndarray (2, L) float64
         Noise-scale averages ``[tr Sigma, |G|^2]``, updated in place.

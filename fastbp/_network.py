@@ -995,6 +995,12 @@ class Network:
         diag_rows = (
             _hist_rows(n, batch_size, stats_every, rec_mode) if "histograms" in groups else 0
         )
+        if diag_rows and rec_mode == RECORD_EPOCH and n * max(self.sizes[1:]) >= 2**31:
+            raise ValueError(
+                f"stats='histograms' with record='epoch' counts up to n * width = "
+                f"{n * max(self.sizes[1:])} values per bin, more than its int32 counts hold; "
+                "use record='batch' (one row per sampled mini-batch) or fewer examples per fit"
+            )
         check_fit_size(
             self._layout,
             n,
@@ -1392,7 +1398,7 @@ class _Recorder:
             (epochs if (groups and rec_mode == RECORD_EPOCH) else 1, dx.N_X, L), np.nan
         )
         h = diag.hist_rows if (diag is not None and "histograms" in groups) else 0
-        self.hist = np.zeros((max(epochs, 1) if h else 1, h, L, dx.N_HIST), dtype=np.int64)
+        self.hist = np.zeros((max(epochs, 1) if h else 1, h, L, dx.N_HIST), dtype=np.int32)
 
     def batch_block(self, row0: int, count: int) -> np.ndarray:
         if self.rec_mode == RECORD_BATCH:
@@ -1555,7 +1561,7 @@ def _diag_nbytes(layout, epochs, n, batch_size, rec_mode, groups, hist_rows) -> 
     L = layout.L
     rows = epochs * -(-n // batch_size) if rec_mode == RECORD_BATCH else epochs
     need = 8 * rows * dx.N_X * L + layout.n_params * layout.dtype.itemsize
-    need += 8 * max(epochs, 1) * hist_rows * L * dx.N_HIST
+    need += 4 * max(epochs, 1) * hist_rows * L * dx.N_HIST
     return need
 
 

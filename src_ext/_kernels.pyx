@@ -91,6 +91,12 @@ cdef extern from "vmath.h" nogil:
     double fastbp_maxabs(const double* x, Py_ssize_t n) noexcept
     float fastbp_maxabsf(const float* x, Py_ssize_t n) noexcept
 
+cdef extern from "vstats.h" nogil:
+    double fastbp_gsnr_sum(const double* g, const double* gm, Py_ssize_t n, double ss,
+                           double m, Py_ssize_t* zero) noexcept
+    double fastbp_gsnr_sumf(const float* g, const float* gm, Py_ssize_t n, float ss, float m,
+                            Py_ssize_t* zero) noexcept
+
 # --------------------------------------------------------------------------
 # Codes (checked against fastbp._contract at import time, below).
 # --------------------------------------------------------------------------
@@ -471,7 +477,7 @@ ctypedef struct DiagC:
     double beta
     double* rec       # this call's rows (RECORD_BATCH) or NULL
     double* epoch_out # (N_X, L) (RECORD_EPOCH, last chunk) or NULL
-    int64_t* hist     # this epoch's histogram rows (H, L, N_HIST)
+    int32_t* hist     # this epoch's histogram rows (H, L, N_HIST)
     double* ema       # (2, L)
     const void* start # params at the first fit
     const double* a_range  # (L, 2)
@@ -1387,11 +1393,16 @@ cdef void hist_z_rows(const floating* Z, const floating* b, Py_ssize_t rows, Py_
         h[j] += sub[0][j] + sub[1][j]
 
 
-cdef void hist_decades(const floating* x, Py_ssize_t n, int64_t* h, const double* edges,
+cdef void hist_decades(const floating* x, Py_ssize_t n, int32_t* h, const double* edges,
                        const int* tbl, const uint8_t* cells) noexcept nogil:
-    """Add the decade bins of x[:n] to h (four sub-histograms, merged at the end)."""
+    """Add the decade bins of x[:n] to h.  Long runs use four sub-histograms, merged at
+    the end, so that runs of equal bins do not wait on one counter."""
     cdef Py_ssize_t i, j
-    cdef int64_t sub[4][N_DECADE_BINS]
+    cdef int32_t sub[4][N_DECADE_BINS]
+    if n < 4096:
+        for i in range(n):
+            h[fast_decade_bin(x[i], edges, tbl, cells)] += 1
+        return
     memset(sub, 0, sizeof(sub))
     for i in range(0, n - 3, 4):
         sub[0][fast_decade_bin(x[i], edges, tbl, cells)] += 1
@@ -1404,11 +1415,15 @@ cdef void hist_decades(const floating* x, Py_ssize_t n, int64_t* h, const double
         h[j] += sub[0][j] + sub[1][j] + sub[2][j] + sub[3][j]
 
 
-cdef void hist_linear(const floating* x, Py_ssize_t n, int64_t* h, double lo, double hi,
+cdef void hist_linear(const floating* x, Py_ssize_t n, int32_t* h, double lo, double hi,
                       double scale) noexcept nogil:
-    """Add the linear bins of x[:n] to h (four sub-histograms, merged at the end)."""
+    """Add the linear bins of x[:n] to h (sub-histograms for long runs, as above)."""
     cdef Py_ssize_t i, j
-    cdef int64_t sub[4][N_LINEAR_BINS]
+    cdef int32_t sub[4][N_LINEAR_BINS]
+    if n < 4096:
+        for i in range(n):
+            h[linear_bin(x[i], lo, hi, scale)] += 1
+        return
     memset(sub, 0, sizeof(sub))
     for i in range(0, n - 3, 4):
         sub[0][linear_bin(x[i], lo, hi, scale)] += 1
@@ -1421,24 +1436,17 @@ cdef void hist_linear(const floating* x, Py_ssize_t n, int64_t* h, double lo, do
         h[j] += sub[0][j] + sub[1][j] + sub[2][j] + sub[3][j]
 
 
-cdef double gsnr_sum(const floating* GW, const floating* GM, Py_ssize_t n, floating ss,
-                     floating fm, Py_ssize_t* zero) noexcept nogil:
-    """sum of g^2 / var over the n weights with var > 0 (m-1 factors cancel), in the
-    dtype (GM, the second moments, are dtype values already); zero += the others."""
-    cdef Py_ssize_t i, z = 0
-    cdef floating v, var
-    cdef double gs = 0
-    for i in range(n):
-        v = GW[i] * ss
-        var = GM[i] - fm * v * v  # (m - 1) times the variance
-        z += not (var > 0)
-        gs += v * v / var if var > 0 else 0
-    zero[0] += z
-    return gs * (fm - 1)
+cdef inline double gsnr_sum(const floating* GW, const floating* GM, Py_ssize_t n,
+                            floating ss, floating fm, Py_ssize_t* zero) noexcept nogil:
+    """sum of g^2 / var over the n weights with var > 0, zero += the others (vstats.c);
+    the (m - 1) factors cancel: var there is (m - 1) times the variance."""
+    if floating is double:
+        return fastbp_gsnr_sum(GW, GM, n, ss, fm, zero) * (fm - 1)
+    return fastbp_gsnr_sumf(GW, GM, n, ss, fm, zero) * (fm - 1)
 
 
 cdef void diag_layer(Net* c, DiagC* dg, int l, const floating* P, const floating* Xb,
-                     Py_ssize_t m, double* xrow, int64_t* hrow) noexcept nogil:
+                     Py_ssize_t m, double* xrow, int32_t* hrow) noexcept nogil:
     """Every selected group of layer l for the current (accepted) mini-batch.
 
     Runs after the update: the workspace still holds this mini-batch's deltas,
@@ -1536,7 +1544,7 @@ cdef void diag_layer(Net* c, DiagC* dg, int l, const floating* P, const floating
                          c.cells)
         else:
             for j in range(N_DECADE_BINS):
-                hrow[H_Z + j] += c.hz_buf[l * N_DECADE_BINS + j]
+                hrow[H_Z + j] += <int32_t> c.hz_buf[l * N_DECADE_BINS + j]
         Aout = <floating*> c.A + c.act_off[l]
         lo = dg.a_range[2 * l]
         hi = dg.a_range[2 * l + 1]
@@ -1549,7 +1557,7 @@ cdef void diag_batch(Net* c, DiagC* dg, const floating* P, const floating* Xb, P
     """The selected groups of sampled mini-batch k, into its row or the epoch sums."""
     cdef int L = c.L, l
     cdef double* xrow = dg.rec + (k - k0) * N_X * L if record == RECORD_BATCH else c.xrow
-    cdef int64_t* hist = dg.hist + (k // dg.every if record == RECORD_BATCH else 0) * L * N_HIST
+    cdef int32_t* hist = dg.hist + (k // dg.every if record == RECORD_BATCH else 0) * L * N_HIST
     cdef double* d = c.dacc
     cdef double dm = <double> m, v
     for l in range(L):
@@ -2008,8 +2016,8 @@ def train_epoch(layout, Workspace ws, params, velocity, X, Y, order, batch_size,
             _check("diag.epoch", diag.epoch, np.float64, (N_X, L))
             dgc.epoch_out = <double*> _data(diag.epoch)
         if dgc.groups & G_HIST:
-            _check("diag.hist", diag.hist, np.int64, (n_hist, L, N_HIST))
-            dgc.hist = <int64_t*> _data(diag.hist)
+            _check("diag.hist", diag.hist, np.int32, (n_hist, L, N_HIST))
+            dgc.hist = <int32_t*> _data(diag.hist)
         _check("diag.ema", diag.ema, np.float64, (2, L))
         dgc.ema = <double*> _data(diag.ema)
         _check("diag.start", diag.start, dt, (ws.layout.n_params,))

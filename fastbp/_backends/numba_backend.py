@@ -1645,7 +1645,7 @@ class Workspace:
         # a call with and one without ``diag`` share one compiled driver)
         self._no_diag_rec = np.empty((0, N_X, L))
         self._no_diag_epoch = np.empty((N_X, L))
-        self._no_hist = np.zeros((0, L, N_HIST), dtype=np.int64)
+        self._no_hist = np.zeros((0, L, N_HIST), dtype=np.int32)
         self._no_ema = np.zeros((2, L))
         self._no_start = _readonly(np.empty(0, dt))
         self._no_a_range = _readonly(np.empty((0, 2)))
@@ -1855,7 +1855,7 @@ def _diag_args(ws, diag, record, bs, k0, k1, n_batches):
         hist = np.asarray(diag.hist)
         if hist.ndim != 3 or hist.shape[1:] != (L, N_HIST):
             raise ValueError(f"diag.hist must have shape (H, {L}, {N_HIST}), got {hist.shape}")
-        hist = _output("diag.hist", hist, np.dtype(np.int64), hist.shape)
+        hist = _output("diag.hist", hist, np.dtype(np.int32), hist.shape)
         first = -(-k0 // every) * every  # the call's first sampled mini-batch
         if first < k1:
             need = (k1 - 1) // every + 1 if record == RECORD_BATCH else 1
