@@ -210,6 +210,7 @@ cdef enum:
     H_Z = 125
     H_A = 250
     N_HIST = 272
+    UPDATE_BLOCK = 128  # values per dtype partial sum of update_loop
     AMBIGUOUS = 255  # a cell of the float32 table that needs the exact path
     E2_MIN = -150   # binary exponents of the decade table (10^-45 .. 10^15)
     N_E2 = 200
@@ -1162,6 +1163,26 @@ cdef void gains_into(Net* c, double* out) noexcept nogil:
 # --------------------------------------------------------------------------
 # The update of one layer, with its norms, in one pass over W.
 # --------------------------------------------------------------------------
+cdef inline floating pow2_in(double s, floating like) noexcept nogil:
+    """The power-of-two scale s of a dtype sum of squares.
+
+    float32: s * 2^56, so that scaled values are <= 2^56 and their squares <= 2^112
+    (a block of 128 sums to < 2^119 < FLT_MAX): squares of values far below the bound
+    then stay normal numbers (subnormal arithmetic is slow), the exponent clamped to
+    +-120 so the scale itself is finite.  The caller rescales by (s / scale)^2.
+    """
+    cdef int e = 0
+    if floating is double:
+        return s
+    frexp(s, &e)
+    e = e - 1 + 56
+    if e > 120:
+        e = 120
+    elif e < -120:
+        e = -120
+    return <floating> ldexp(1.0, e)
+
+
 cdef inline void update_loop(int kind, bint nesterov, bint stats, bint dist, floating* W,
                              floating* VW, floating* FW, const floating* GW,
                              const floating* W0, Py_ssize_t n, floating f_c,
@@ -1172,47 +1193,72 @@ cdef inline void update_loop(int kind, bint nesterov, bint stats, bint dist, flo
 
     Sums of squares, pre-scaled by powers of two chosen from bounds, are added to
     q[0, 1, 2, 3, 4, 5] = (g, W_new, W_new - W_start (with ``dist``), W_new - W_old, v,
-    phi); ||W_old|| is the previous update's ||W_new||, kept in E_NRMW.
+    phi); ||W_old|| is the previous update's ||W_new||, kept in E_NRMW.  The squares
+    are summed in the dtype over blocks of UPDATE_BLOCK values (each vector lane adds
+    at most 8 of them: float32 partial sums stay within 1e-6 relative) and the blocks
+    in double, so the float32 loop runs at full float32 vector width (pow2_in keeps
+    the float32 squares out of the slow subnormal range).
     """
-    cdef Py_ssize_t i
-    cdef floating g, w, w_new, v, ph
-    cdef double t, qg = 0, qw = 0, qd = 0, qv = 0, qf = 0, qz = 0
-    for i in range(n):
-        g = GW[i]
-        w = W[i]
-        if kind == MOMENTUM_NONE:
-            w_new = f_c * w - f_eta * g
-        else:
-            if nesterov:
-                v = f_mu * VW[i] - f_eta * (g + f_ln * FW[i])
+    cdef Py_ssize_t i, i0, i1
+    cdef floating g, w, w_new, v, ph, t
+    cdef floating pg, pw, pd, pv, pf, pz
+    cdef floating zero = 0
+    cdef floating fsg = pow2_in(sg, zero), fsw = pow2_in(sw, zero), fsd = pow2_in(sd, zero)
+    cdef floating fsz = pow2_in(sz, zero)
+    cdef double qg = 0, qw = 0, qd = 0, qv = 0, qf = 0, qz = 0
+    i0 = 0
+    while i0 < n:
+        i1 = i0 + UPDATE_BLOCK if i0 + UPDATE_BLOCK < n else n
+        pg = 0
+        pw = 0
+        pd = 0
+        pv = 0
+        pf = 0
+        pz = 0
+        for i in range(i0, i1):
+            g = GW[i]
+            w = W[i]
+            if kind == MOMENTUM_NONE:
+                w_new = f_c * w - f_eta * g
             else:
-                v = f_mu * VW[i] - f_eta * (g + f_ln * w)
-            VW[i] = v
-            w_new = w + v
-            t = v * sd
-            qv += t * t
-            if nesterov:
-                ph = w_new + f_mun * v
-                FW[i] = ph
-                t = ph * sw
-                qf += t * t
-        W[i] = w_new
-        t = w_new * sw
-        qw += t * t
-        if stats:
-            t = g * sg
-            qg += t * t
-            t = (w_new - w) * sd
-            qd += t * t
-        if dist:
-            t = (w_new - W0[i]) * sz
-            qz += t * t
-    q[0] += qg
-    q[1] += qw
-    q[2] += qz
-    q[3] += qd
-    q[4] += qv
-    q[5] += qf
+                if nesterov:
+                    v = f_mu * VW[i] - f_eta * (g + f_ln * FW[i])
+                else:
+                    v = f_mu * VW[i] - f_eta * (g + f_ln * w)
+                VW[i] = v
+                w_new = w + v
+                t = v * fsd
+                pv += t * t
+                if nesterov:
+                    ph = w_new + f_mun * v
+                    FW[i] = ph
+                    t = ph * fsw
+                    pf += t * t
+            W[i] = w_new
+            t = w_new * fsw
+            pw += t * t
+            if stats:
+                t = g * fsg
+                pg += t * t
+                t = (w_new - w) * fsd
+                pd += t * t
+            if dist:
+                t = (w_new - W0[i]) * fsz
+                pz += t * t
+        qg += pg
+        qw += pw
+        qd += pd
+        qv += pv
+        qf += pf
+        qz += pz
+        i0 = i1
+    # the sums are of values scaled by the dtype scales: rescale to the double ones
+    q[0] += qg * (sg / fsg) * (sg / fsg)
+    q[1] += qw * (sw / fsw) * (sw / fsw)
+    q[2] += qz * (sz / fsz) * (sz / fsz)
+    q[3] += qd * (sd / fsd) * (sd / fsd)
+    q[4] += qv * (sd / fsd) * (sd / fsd)
+    q[5] += qf * (sw / fsw) * (sw / fsw)
 
 
 cdef inline void update_weights(int kind, bint nesterov, bint stats, bint dist, floating* W,
@@ -1220,16 +1266,38 @@ cdef inline void update_weights(int kind, bint nesterov, bint stats, bint dist, 
                                const floating* W0, Py_ssize_t n, floating f_c, floating f_eta,
                                floating f_ln, floating f_mu, floating f_mun, double sg,
                                double sw, double sd, double sz, double* q) noexcept nogil:
-    """update_loop over the weights, with its flags made constants (one loop each)."""
-    if dist:
-        update_loop(kind, nesterov, True, True, W, VW, FW, GW, W0, n, f_c, f_eta, f_ln, f_mu,
-                    f_mun, sg, sw, sd, sz, q)
-    elif stats:
-        update_loop(kind, nesterov, True, False, W, VW, FW, GW, W0, n, f_c, f_eta, f_ln, f_mu,
-                    f_mun, sg, sw, sd, sz, q)
+    """update_loop over the weights with every flag a constant: one specialised (and
+    vectorised) loop per combination, chosen once per layer."""
+    if kind == MOMENTUM_NONE:
+        if dist:
+            update_loop(MOMENTUM_NONE, False, True, True, W, VW, FW, GW, W0, n, f_c, f_eta,
+                        f_ln, f_mu, f_mun, sg, sw, sd, sz, q)
+        elif stats:
+            update_loop(MOMENTUM_NONE, False, True, False, W, VW, FW, GW, W0, n, f_c, f_eta,
+                        f_ln, f_mu, f_mun, sg, sw, sd, sz, q)
+        else:
+            update_loop(MOMENTUM_NONE, False, False, False, W, VW, FW, GW, W0, n, f_c, f_eta,
+                        f_ln, f_mu, f_mun, sg, sw, sd, sz, q)
+    elif nesterov:
+        if dist:
+            update_loop(MOMENTUM_CONSTANT, True, True, True, W, VW, FW, GW, W0, n, f_c, f_eta,
+                        f_ln, f_mu, f_mun, sg, sw, sd, sz, q)
+        elif stats:
+            update_loop(MOMENTUM_CONSTANT, True, True, False, W, VW, FW, GW, W0, n, f_c, f_eta,
+                        f_ln, f_mu, f_mun, sg, sw, sd, sz, q)
+        else:
+            update_loop(MOMENTUM_CONSTANT, True, False, False, W, VW, FW, GW, W0, n, f_c,
+                        f_eta, f_ln, f_mu, f_mun, sg, sw, sd, sz, q)
     else:
-        update_loop(kind, nesterov, False, False, W, VW, FW, GW, W0, n, f_c, f_eta, f_ln, f_mu,
-                    f_mun, sg, sw, sd, sz, q)
+        if dist:
+            update_loop(MOMENTUM_CONSTANT, False, True, True, W, VW, FW, GW, W0, n, f_c, f_eta,
+                        f_ln, f_mu, f_mun, sg, sw, sd, sz, q)
+        elif stats:
+            update_loop(MOMENTUM_CONSTANT, False, True, False, W, VW, FW, GW, W0, n, f_c,
+                        f_eta, f_ln, f_mu, f_mun, sg, sw, sd, sz, q)
+        else:
+            update_loop(MOMENTUM_CONSTANT, False, False, False, W, VW, FW, GW, W0, n, f_c,
+                        f_eta, f_ln, f_mu, f_mun, sg, sw, sd, sz, q)
 
 
 cdef void update_layer(Net* c, int l, floating* P, floating* V, Py_ssize_t m,
