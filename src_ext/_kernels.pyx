@@ -211,6 +211,9 @@ cdef enum:
     H_A = 250
     N_HIST = 272
     UPDATE_BLOCK = 128  # values per dtype partial sum of update_loop
+    HIST_BLOCK = 256    # values per block of hist_decades
+    CE_LO = -152        # exponents of the cell table: 2^-152 .. 2^55
+    N_CE = 208
     AMBIGUOUS = 255  # a cell of the float32 table that needs the exact path
     E2_MIN = -150   # binary exponents of the decade table (10^-45 .. 10^15)
     N_E2 = 200
@@ -458,14 +461,14 @@ ctypedef struct Net:
     double nrmX       # ||X_b|| of the current mini-batch
     const void* w0    # start weights while a sampled mini-batch updates with G_DISTANCE
     double* nrm0      # (L) ||W_start|| per layer
-    int64_t* hz       # z histograms of the hidden layers (L, N_DECADE_BINS) while
+    int32_t* hz       # z histograms of the hidden layers (L, N_DECADE_BINS) while
                       # a sampled mini-batch runs with G_HIST, else NULL
-    int64_t* hz_buf
+    int32_t* hz_buf
     double* dacc      # N_D * L epoch sums
     double* xrow      # N_X * L scratch row (record="epoch")
     const double* edges  # the N_DECADES + 1 decade edges 10^k
     const int* dec_tbl   # (N_E2) decade index of 2^e, e = E2_MIN ..
-    const uint8_t* cells # (4096) decade bin of each float32 cell, or AMBIGUOUS
+    const uint8_t* cells # (2 N_CE 32) decade bin of each double cell, or AMBIGUOUS
     void* D2          # moments: (m_max, max width) squared scaled deltas,
     void* A2          # squared scaled activations,
     void* GM          # (max n_out * n_in) second moments of one layer
@@ -521,7 +524,7 @@ cdef class Workspace:
             PHI=np.zeros(P, dt), colsum=np.zeros(n_units), colsum_e=np.zeros(n_units),
             Gacc=np.zeros(P), bacc=np.zeros(N_B * L), eacc=np.zeros(N_E * L),
             gacc=np.zeros(N_E * L), colsum_g=np.zeros(n_units), ssq_g=np.zeros(2 * L),
-            hz_buf=np.zeros(L * N_DECADE_BINS, np.int64), dacc=np.zeros(N_D * L),
+            hz_buf=np.zeros(L * N_DECADE_BINS, np.int32), dacc=np.zeros(N_D * L),
             nrm0=np.zeros(L), dec_tbl=_decade_table(), cells=_CELLS,
             xrow=np.full(N_X * L, np.nan), edges=np.ascontiguousarray(_DX.DECADE_EDGES),
         )
@@ -560,7 +563,7 @@ cdef class Workspace:
         self.net.w0 = NULL
         self.net.nrm0 = <double*> _ptr(arrays["nrm0"])
         self.net.hz = NULL
-        self.net.hz_buf = <int64_t*> _ptr(arrays["hz_buf"])
+        self.net.hz_buf = <int32_t*> _ptr(arrays["hz_buf"])
         self.net.dacc = <double*> _ptr(arrays["dacc"])
         self.net.xrow = <double*> _ptr(arrays["xrow"])
         self.net.edges = <const double*> _ptr(arrays["edges"])
@@ -598,28 +601,25 @@ cdef double _EMPTY[1]
 
 
 def _cell_table():
-    """Decade bin of every float32 cell ``bits >> 20`` (sign, exponent, 3 mantissa bits).
+    """Decade bin of every double cell (sign, exponent, 5 mantissa bits), or AMBIGUOUS.
 
-    A cell gets AMBIGUOUS when its values do not all share one bin, when it lies
-    within one float32 ulp of a decade edge (a double rounded to float32 may cross
-    into it), and for the zero/denormal and inf/NaN exponents.
+    Index ((sign * N_CE) + e - CE_LO) * 32 + m for x = +-(1 + m/32 + ...) 2^e; the
+    exponent is clamped to [CE_LO, CE_LO + N_CE - 1] and the two end cells (what the
+    clamp gathers: zero, subnormals, huge values, inf, NaN) are AMBIGUOUS, as is a cell
+    whose values do not all share one bin (it holds a decade edge other than at its
+    lower end).  Exact: no rounding, float32 values are converted to double first.
     """
-    with np.errstate(all="ignore"):  # the NaN cells
-        return _cell_table_body()
-
-
-def _cell_table_body():
-    idx = np.arange(4096, dtype=np.uint32)
-    lo = (idx << 20).view(np.float32).astype(np.float64)
-    top = ((idx << 20) | np.uint32((1 << 20) - 1)).view(np.float32).astype(np.float64)
-    out = np.where(_DX.decade_index(lo) == _DX.decade_index(top), _DX.decade_index(lo), AMBIGUOUS)
-    exp = (idx >> 3) & 0xFF
-    out[(exp == 0) | (exp == 255)] = AMBIGUOUS
-    for p in _DX.DECADE_EDGES:
-        for sign in (1.0, -1.0):
-            f = np.float32(sign * p)
-            for g in (np.nextafter(f, np.float32(-np.inf)), f, np.nextafter(f, np.float32(np.inf))):
-                out[int(np.array(g, dtype=np.float32).view(np.uint32)) >> 20] = AMBIGUOUS
+    with np.errstate(all="ignore"):
+        sign = np.repeat([1.0, -1.0], N_CE * 32)
+        e = np.tile(np.repeat(np.arange(N_CE) + CE_LO, 32), 2).astype(np.float64)
+        m = np.tile(np.arange(32), 2 * N_CE).astype(np.float64)
+        lo = np.ldexp(1.0 + m / 32.0, e.astype(int))
+        top = np.nextafter(np.ldexp(1.0 + (m + 1.0) / 32.0, e.astype(int)), 0.0)
+        a = _DX.decade_index(sign * lo)
+        b = _DX.decade_index(sign * top)
+        out = np.where(a == b, a, AMBIGUOUS)
+        ends = (e == CE_LO) | (e == CE_LO + N_CE - 1)
+        out[ends] = AMBIGUOUS
     return np.ascontiguousarray(out, dtype=np.uint8)
 
 
@@ -1422,65 +1422,74 @@ cdef inline Py_ssize_t linear_bin(double a, double lo, double hi, double scale) 
     return 1 + (i if i < N_LINEAR - 1 else N_LINEAR - 1)
 
 
-cdef inline Py_ssize_t fast_decade_bin(double x, const double* edges, const int* tbl,
-                                       const uint8_t* cells) noexcept nogil:
-    """decade_bin(x) from a table of the float32 cells (sign, exponent, 3 mantissa
-    bits) of x: one load; the few cells that straddle a decade edge (or lie within a
-    float ulp of one, or are zero/denormal/inf/NaN cells) say AMBIGUOUS and take the
-    exact path."""
-    cdef float f = <float> x
-    cdef uint32_t bits
-    cdef Py_ssize_t r
-    memcpy(&bits, &f, sizeof(float))
-    r = cells[bits >> 20]
-    r = ZERO_BIN if x == 0 else r
-    if r == AMBIGUOUS:
-        return decade_bin(x, edges, tbl)
-    return r
+cdef void hist_decades(const floating* x, Py_ssize_t n, int32_t* h, const double* edges,
+                       const int* tbl, const uint8_t* cells) noexcept nogil:
+    """Add the decade bins of x[:n] to h, in blocks of HIST_BLOCK values.
+
+    Per block: the cell of each value (sign, exponent, 5 mantissa bits of the double)
+    looked up in a table, zeros selected; the few AMBIGUOUS values (a cell that holds
+    a decade edge, or the clamped ends: subnormal, huge, inf, NaN) go to the exact
+    decade_bin; then the counts, in four sub-histograms.
+    """
+    cdef double dbuf[HIST_BLOCK]
+    cdef int32_t bins[HIST_BLOCK]
+    cdef int32_t sub[4][N_DECADE_BINS]
+    cdef const uint64_t* ub = <const uint64_t*> dbuf
+    cdef Py_ssize_t i, j, i0 = 0, cnt
+    cdef int64_t e
+    cdef uint64_t u
+    cdef int32_t r
+    if n >= 1024:
+        memset(sub, 0, sizeof(sub))
+    while i0 < n:
+        cnt = n - i0 if n - i0 < HIST_BLOCK else HIST_BLOCK
+        for i in range(cnt):
+            dbuf[i] = x[i0 + i]
+        for i in range(cnt):
+            u = ub[i]
+            e = <int64_t> ((u >> 52) & 0x7ff) - 1023 - CE_LO
+            e = 0 if e < 0 else e
+            e = N_CE - 1 if e > N_CE - 1 else e
+            r = cells[(<int64_t> (u >> 63) * N_CE + e) * 32 + <int64_t> ((u >> 47) & 31)]
+            bins[i] = ZERO_BIN if dbuf[i] == 0 else r
+        for i in range(cnt):
+            r = bins[i]
+            if r == AMBIGUOUS:
+                bins[i] = <int32_t> decade_bin(x[i0 + i], edges, tbl)
+        if n < 1024:  # short: the sub-histograms would cost more than they save
+            for i in range(cnt):
+                h[bins[i]] += 1
+            i0 += cnt
+            continue
+        # four sub-histograms: runs of one bin (common) do not wait on one counter
+        for i in range(0, cnt - 3, 4):
+            sub[0][bins[i]] += 1
+            sub[1][bins[i + 1]] += 1
+            sub[2][bins[i + 2]] += 1
+            sub[3][bins[i + 3]] += 1
+        for i in range(cnt - cnt % 4, cnt):
+            sub[0][bins[i]] += 1
+        i0 += cnt
+    if n >= 1024:
+        for j in range(N_DECADE_BINS):
+            h[j] += sub[0][j] + sub[1][j] + sub[2][j] + sub[3][j]
 
 
 cdef void hist_z_rows(const floating* Z, const floating* b, Py_ssize_t rows, Py_ssize_t n,
-                      int64_t* h, const double* edges, const int* tbl,
+                      int32_t* h, const double* edges, const int* tbl,
                       const uint8_t* cells) noexcept nogil:
     """Add the decade bins of z = Z + b (rows x n, rounded as the activation sees it)."""
-    cdef Py_ssize_t i, j
-    cdef floating z
-    cdef int32_t sub[2][N_DECADE_BINS]
-    memset(sub, 0, sizeof(sub))
+    cdef floating zbuf[HIST_BLOCK]
+    cdef Py_ssize_t i, j, cnt = 0
     for i in range(rows):
-        # two sub-histograms: runs of equal bins do not wait on one counter
-        for j in range(0, n - 1, 2):
-            z = Z[i * n + j] + b[j]
-            sub[0][fast_decade_bin(z, edges, tbl, cells)] += 1
-            z = Z[i * n + j + 1] + b[j + 1]
-            sub[1][fast_decade_bin(z, edges, tbl, cells)] += 1
-        if n % 2:
-            z = Z[i * n + n - 1] + b[n - 1]
-            sub[0][fast_decade_bin(z, edges, tbl, cells)] += 1
-    for j in range(N_DECADE_BINS):
-        h[j] += sub[0][j] + sub[1][j]
-
-
-cdef void hist_decades(const floating* x, Py_ssize_t n, int32_t* h, const double* edges,
-                       const int* tbl, const uint8_t* cells) noexcept nogil:
-    """Add the decade bins of x[:n] to h.  Long runs use four sub-histograms, merged at
-    the end, so that runs of equal bins do not wait on one counter."""
-    cdef Py_ssize_t i, j
-    cdef int32_t sub[4][N_DECADE_BINS]
-    if n < 4096:
-        for i in range(n):
-            h[fast_decade_bin(x[i], edges, tbl, cells)] += 1
-        return
-    memset(sub, 0, sizeof(sub))
-    for i in range(0, n - 3, 4):
-        sub[0][fast_decade_bin(x[i], edges, tbl, cells)] += 1
-        sub[1][fast_decade_bin(x[i + 1], edges, tbl, cells)] += 1
-        sub[2][fast_decade_bin(x[i + 2], edges, tbl, cells)] += 1
-        sub[3][fast_decade_bin(x[i + 3], edges, tbl, cells)] += 1
-    for i in range(n - n % 4, n):
-        sub[0][fast_decade_bin(x[i], edges, tbl, cells)] += 1
-    for j in range(N_DECADE_BINS):
-        h[j] += sub[0][j] + sub[1][j] + sub[2][j] + sub[3][j]
+        for j in range(n):
+            zbuf[cnt] = Z[i * n + j] + b[j]
+            cnt += 1
+            if cnt == HIST_BLOCK:
+                hist_decades(zbuf, cnt, h, edges, tbl, cells)
+                cnt = 0
+    if cnt:
+        hist_decades(zbuf, cnt, h, edges, tbl, cells)
 
 
 cdef void hist_linear(const floating* x, Py_ssize_t n, int32_t* h, double lo, double hi,
@@ -1612,7 +1621,7 @@ cdef void diag_layer(Net* c, DiagC* dg, int l, const floating* P, const floating
                          c.cells)
         else:
             for j in range(N_DECADE_BINS):
-                hrow[H_Z + j] += <int32_t> c.hz_buf[l * N_DECADE_BINS + j]
+                hrow[H_Z + j] += c.hz_buf[l * N_DECADE_BINS + j]
         Aout = <floating*> c.A + c.act_off[l]
         lo = dg.a_range[2 * l]
         hi = dg.a_range[2 * l + 1]
@@ -1728,7 +1737,7 @@ cdef int train_batches(Net* c, floating* P, floating* V, const floating* X, cons
         reset_batch_acc(c)
         sampled = dg != NULL and k % dg.every == 0
         if sampled and (dg.groups & G_HIST):
-            memset(c.hz_buf, 0, L * N_DECADE_BINS * sizeof(int64_t))
+            memset(c.hz_buf, 0, L * N_DECADE_BINS * sizeof(int32_t))
             c.hz = c.hz_buf
         mu = momentum_at(kind, mu_c, mu_max, period, t)
         mu_next = momentum_at(kind, mu_c, mu_max, period, t + 1)
