@@ -29,7 +29,6 @@ Differences from :class:`sklearn.neural_network.MLPClassifier` / ``MLPRegressor`
 
 from __future__ import annotations
 
-import inspect
 import warnings
 from types import SimpleNamespace
 from typing import Any
@@ -151,7 +150,6 @@ class _BaseMLP(BaseEstimator):
         self, X: np.ndarray, Y: np.ndarray, hp: SimpleNamespace, n_out: int, output: str, cost: str
     ) -> None:
         """Build (or, with warm start, continue) ``network_`` and train it on (X, Y)."""
-        name = type(self).__name__
         n, n_features = X.shape
         sizes = (n_features, *hp.hidden, n_out)
         init_seed, shuffle_seed = (
@@ -191,20 +189,9 @@ class _BaseMLP(BaseEstimator):
             "nesterov": hp.nesterov,
             "record": hp.record,
             "seed": seed,
+            "stats": self.stats,
+            "stats_every": hp.stats_every,
         }
-        # stats / stats_every are passed only when used, so that a Network.fit without
-        # them still works with the defaults
-        if self.stats is not None:
-            kwargs["stats"] = self.stats
-        if hp.stats_every != 1:
-            kwargs["stats_every"] = hp.stats_every
-        accepted = inspect.signature(Network.fit).parameters
-        for key in ("stats", "stats_every"):
-            if key in kwargs and key not in accepted:
-                raise TypeError(
-                    f"{name}: {key}={describe(kwargs[key])} needs fastbp.Network.fit({key}=...), "
-                    "which this version of fastbp does not have; leave it at its default"
-                )
         history: History = net.fit(X, Y, **kwargs)
 
         self.network_ = net
@@ -301,11 +288,10 @@ _TRAINING_PARAMETERS = """\
         (fastest).
     stats : None, str or sequence of str, default None
         Optional statistic groups of :meth:`fastbp.Network.fit` (``"per_example"``,
-        ``"noise_scale"``, ``"moments"``, ``"histograms"``, ``"distance"``, ``"all"``),
-        passed on when not None (needs a fastbp whose ``fit`` has ``stats``).
+        ``"noise_scale"``, ``"moments"``, ``"histograms"``, ``"distance"``, ``"all"``);
+        they need ``record`` "batch" or "epoch".
     stats_every : int, default 1
-        Compute the ``stats`` groups on every ``stats_every``-th mini-batch; passed on
-        when not 1.
+        Compute the ``stats`` groups on every ``stats_every``-th mini-batch.
     random_state : int, numpy.random.RandomState or None, default None
         Draws the initialisation seed and the shuffling seed of every ``fit`` (an int
         makes ``fit`` repeatable: the compiled training gives the same bits).
