@@ -63,7 +63,7 @@ workspaces); BLAS may use its own threads.
 cimport cython
 from cython cimport floating
 from libc.math cimport exp, log, log1p, tanh, fabs, sqrt, frexp, ldexp, NAN, INFINITY
-from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
+from libc.stdint cimport int32_t, int64_t, uint64_t
 from libc.string cimport memcpy, memset
 from libc.float cimport DBL_MAX, FLT_MAX
 from scipy.linalg.cython_blas cimport dgemm, sgemm
@@ -96,6 +96,8 @@ cdef extern from "vstats.h" nogil:
                            double m, Py_ssize_t* zero) noexcept
     double fastbp_gsnr_sumf(const float* g, const float* gm, Py_ssize_t n, float ss, float m,
                             Py_ssize_t* zero) noexcept
+    void fastbp_decade_cells(const double* x, Py_ssize_t n, const int* cells, int ce_lo,
+                             int n_ce, int zero_bin, int* bins) noexcept
 
 # --------------------------------------------------------------------------
 # Codes (checked against fastbp._contract at import time, below).
@@ -468,7 +470,7 @@ ctypedef struct Net:
     double* xrow      # N_X * L scratch row (record="epoch")
     const double* edges  # the N_DECADES + 1 decade edges 10^k
     const int* dec_tbl   # (N_E2) decade index of 2^e, e = E2_MIN ..
-    const uint8_t* cells # (2 N_CE 32) decade bin of each double cell, or AMBIGUOUS
+    const int* cells     # (2 N_CE 32) decade bin of each double cell, or AMBIGUOUS
     void* D2          # moments: (m_max, max width) squared scaled deltas,
     void* A2          # squared scaled activations,
     void* GM          # (max n_out * n_in) second moments of one layer
@@ -568,7 +570,7 @@ cdef class Workspace:
         self.net.xrow = <double*> _ptr(arrays["xrow"])
         self.net.edges = <const double*> _ptr(arrays["edges"])
         self.net.dec_tbl = <const int*> _ptr(arrays["dec_tbl"])
-        self.net.cells = <const uint8_t*> _ptr(arrays["cells"])
+        self.net.cells = <const int*> _ptr(arrays["cells"])
         self.net.D2 = NULL
         self.net.A2 = NULL
         self.net.GM = NULL
@@ -620,7 +622,7 @@ def _cell_table():
         out = np.where(a == b, a, AMBIGUOUS)
         ends = (e == CE_LO) | (e == CE_LO + N_CE - 1)
         out[ends] = AMBIGUOUS
-    return np.ascontiguousarray(out, dtype=np.uint8)
+    return np.ascontiguousarray(out, dtype=np.intc)
 
 
 _CELLS = _cell_table()
@@ -1423,7 +1425,7 @@ cdef inline Py_ssize_t linear_bin(double a, double lo, double hi, double scale) 
 
 
 cdef void hist_decades(const floating* x, Py_ssize_t n, int32_t* h, const double* edges,
-                       const int* tbl, const uint8_t* cells) noexcept nogil:
+                       const int* tbl, const int* cells) noexcept nogil:
     """Add the decade bins of x[:n] to h, in blocks of HIST_BLOCK values.
 
     Per block: the cell of each value (sign, exponent, 5 mantissa bits of the double)
@@ -1432,12 +1434,9 @@ cdef void hist_decades(const floating* x, Py_ssize_t n, int32_t* h, const double
     decade_bin; then the counts, in four sub-histograms.
     """
     cdef double dbuf[HIST_BLOCK]
-    cdef int32_t bins[HIST_BLOCK]
+    cdef int bins[HIST_BLOCK]
     cdef int32_t sub[4][N_DECADE_BINS]
-    cdef const uint64_t* ub = <const uint64_t*> dbuf
     cdef Py_ssize_t i, j, i0 = 0, cnt
-    cdef int64_t e
-    cdef uint64_t u
     cdef int32_t r
     if n >= 1024:
         memset(sub, 0, sizeof(sub))
@@ -1445,13 +1444,7 @@ cdef void hist_decades(const floating* x, Py_ssize_t n, int32_t* h, const double
         cnt = n - i0 if n - i0 < HIST_BLOCK else HIST_BLOCK
         for i in range(cnt):
             dbuf[i] = x[i0 + i]
-        for i in range(cnt):
-            u = ub[i]
-            e = <int64_t> ((u >> 52) & 0x7ff) - 1023 - CE_LO
-            e = 0 if e < 0 else e
-            e = N_CE - 1 if e > N_CE - 1 else e
-            r = cells[(<int64_t> (u >> 63) * N_CE + e) * 32 + <int64_t> ((u >> 47) & 31)]
-            bins[i] = ZERO_BIN if dbuf[i] == 0 else r
+        fastbp_decade_cells(dbuf, cnt, cells, CE_LO, N_CE, ZERO_BIN, bins)
         for i in range(cnt):
             r = bins[i]
             if r == AMBIGUOUS:
@@ -1477,7 +1470,7 @@ cdef void hist_decades(const floating* x, Py_ssize_t n, int32_t* h, const double
 
 cdef void hist_z_rows(const floating* Z, const floating* b, Py_ssize_t rows, Py_ssize_t n,
                       int32_t* h, const double* edges, const int* tbl,
-                      const uint8_t* cells) noexcept nogil:
+                      const int* cells) noexcept nogil:
     """Add the decade bins of z = Z + b (rows x n, rounded as the activation sees it)."""
     cdef floating zbuf[HIST_BLOCK]
     cdef Py_ssize_t i, j, cnt = 0

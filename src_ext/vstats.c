@@ -12,6 +12,7 @@
  */
 #include <stddef.h>
 #include <float.h>
+#include <string.h>
 #if defined(__AVX512F__)
 #include <immintrin.h>
 #endif
@@ -93,4 +94,42 @@ FASTBP_HIDDEN double fastbp_gsnr_sumf(const float *g, const float *gm, ptrdiff_t
     }
     *zero += z;
     return sum;
+}
+
+/* Signed-decade bins, first step: the cell of each double x[i] (sign, exponent
+ * clamped to [ce_lo, ce_lo + n_ce - 1], 5 mantissa bits) looked up in cells[] (its
+ * bin, or AMBIGUOUS for the caller to settle exactly), zeros given zero_bin.  With
+ * AVX-512: 8 values per step, the table read by a gather. */
+FASTBP_HIDDEN void fastbp_decade_cells(const double *x, ptrdiff_t n, const int *cells,
+                                       int ce_lo, int n_ce, int zero_bin, int *bins)
+{
+    ptrdiff_t i = 0;
+#if defined(__AVX512F__) && defined(__AVX512VL__)
+    const __m512i m7ff = _mm512_set1_epi64(0x7ff), bias = _mm512_set1_epi64(1023 + ce_lo);
+    const __m512i zero = _mm512_setzero_si512(), top = _mm512_set1_epi64(n_ce - 1);
+    const __m512i nce = _mm512_set1_epi64(n_ce), m31 = _mm512_set1_epi64(31);
+    const __m256i zb = _mm256_set1_epi32(zero_bin);
+    for (; i + 8 <= n; i += 8) {
+        __m512d v = _mm512_loadu_pd(x + i);
+        __m512i u = _mm512_castpd_si512(v);
+        __m512i e = _mm512_sub_epi64(_mm512_and_si512(_mm512_srli_epi64(u, 52), m7ff), bias);
+        e = _mm512_min_epi64(_mm512_max_epi64(e, zero), top);
+        __m512i s = _mm512_and_si512(_mm512_sub_epi64(zero, _mm512_srli_epi64(u, 63)), nce);
+        __m512i idx = _mm512_add_epi64(_mm512_slli_epi64(_mm512_add_epi64(s, e), 5),
+                                       _mm512_and_si512(_mm512_srli_epi64(u, 47), m31));
+        __m256i r = _mm256_i32gather_epi32(cells, _mm512_cvtepi64_epi32(idx), 4);
+        __mmask8 z = _mm512_cmp_pd_mask(v, _mm512_setzero_pd(), _CMP_EQ_OQ);
+        _mm256_storeu_si256((__m256i *)(bins + i), _mm256_mask_mov_epi32(r, z, zb));
+    }
+#endif
+    for (; i < n; i++) {
+        unsigned long long u;
+        long long e;
+        memcpy(&u, x + i, sizeof u);
+        e = (long long)((u >> 52) & 0x7ff) - 1023 - ce_lo;
+        e = e < 0 ? 0 : e;
+        e = e > n_ce - 1 ? n_ce - 1 : e;
+        bins[i] = x[i] == 0 ? zero_bin
+                            : cells[((long long)(u >> 63) * n_ce + e) * 32 + (long long)((u >> 47) & 31)];
+    }
 }

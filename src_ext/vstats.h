@@ -6,4 +6,6 @@ double fastbp_gsnr_sum(const double *g, const double *gm, ptrdiff_t n, double ss
                        ptrdiff_t *zero);
 double fastbp_gsnr_sumf(const float *g, const float *gm, ptrdiff_t n, float ss, float m,
                         ptrdiff_t *zero);
+void fastbp_decade_cells(const double *x, ptrdiff_t n, const int *cells, int ce_lo, int n_ce,
+                         int zero_bin, int *bins);
 #endif
