@@ -1431,15 +1431,15 @@ cdef void hist_decades(const floating* x, Py_ssize_t n, int32_t* h, const double
     Per block: the cell of each value (sign, exponent, 5 mantissa bits of the double)
     looked up in a table, zeros selected; the few AMBIGUOUS values (a cell that holds
     a decade edge, or the clamped ends: subnormal, huge, inf, NaN) go to the exact
-    decade_bin; then the counts, in four sub-histograms.
+    decade_bin; then the counts, in four sub-histograms (consecutive values often share
+    a bin: one counter would make a chain of dependent read-modify-writes).
     """
     cdef double dbuf[HIST_BLOCK]
     cdef int bins[HIST_BLOCK]
     cdef int32_t sub[4][N_DECADE_BINS]
     cdef Py_ssize_t i, j, i0 = 0, cnt
     cdef int32_t r
-    if n >= 1024:
-        memset(sub, 0, sizeof(sub))
+    memset(sub, 0, sizeof(sub))
     while i0 < n:
         cnt = n - i0 if n - i0 < HIST_BLOCK else HIST_BLOCK
         for i in range(cnt):
@@ -1449,11 +1449,6 @@ cdef void hist_decades(const floating* x, Py_ssize_t n, int32_t* h, const double
             r = bins[i]
             if r == AMBIGUOUS:
                 bins[i] = <int32_t> decade_bin(x[i0 + i], edges, tbl)
-        if n < 1024:  # short: the sub-histograms would cost more than they save
-            for i in range(cnt):
-                h[bins[i]] += 1
-            i0 += cnt
-            continue
         # four sub-histograms: runs of one bin (common) do not wait on one counter
         for i in range(0, cnt - 3, 4):
             sub[0][bins[i]] += 1
@@ -1463,9 +1458,8 @@ cdef void hist_decades(const floating* x, Py_ssize_t n, int32_t* h, const double
         for i in range(cnt - cnt % 4, cnt):
             sub[0][bins[i]] += 1
         i0 += cnt
-    if n >= 1024:
-        for j in range(N_DECADE_BINS):
-            h[j] += sub[0][j] + sub[1][j] + sub[2][j] + sub[3][j]
+    for j in range(N_DECADE_BINS):
+        h[j] += sub[0][j] + sub[1][j] + sub[2][j] + sub[3][j]
 
 
 cdef void hist_z_rows(const floating* Z, const floating* b, Py_ssize_t rows, Py_ssize_t n,
@@ -1473,27 +1467,27 @@ cdef void hist_z_rows(const floating* Z, const floating* b, Py_ssize_t rows, Py_
                       const int* cells) noexcept nogil:
     """Add the decade bins of z = Z + b (rows x n, rounded as the activation sees it)."""
     cdef floating zbuf[HIST_BLOCK]
-    cdef Py_ssize_t i, j, cnt = 0
+    cdef Py_ssize_t i, j, j0, w, cnt = 0
     for i in range(rows):
-        for j in range(n):
-            zbuf[cnt] = Z[i * n + j] + b[j]
-            cnt += 1
-            if cnt == HIST_BLOCK:
+        j0 = 0
+        while j0 < n:  # whole rows (or HIST_BLOCK pieces of long ones) into the buffer
+            w = n - j0 if n - j0 < HIST_BLOCK else HIST_BLOCK
+            if cnt + w > HIST_BLOCK:
                 hist_decades(zbuf, cnt, h, edges, tbl, cells)
                 cnt = 0
+            for j in range(w):
+                zbuf[cnt + j] = Z[i * n + j0 + j] + b[j0 + j]
+            cnt += w
+            j0 += w
     if cnt:
         hist_decades(zbuf, cnt, h, edges, tbl, cells)
 
 
 cdef void hist_linear(const floating* x, Py_ssize_t n, int32_t* h, double lo, double hi,
                       double scale) noexcept nogil:
-    """Add the linear bins of x[:n] to h (sub-histograms for long runs, as above)."""
+    """Add the linear bins of x[:n] to h (four sub-histograms, as above)."""
     cdef Py_ssize_t i, j
     cdef int32_t sub[4][N_LINEAR_BINS]
-    if n < 4096:
-        for i in range(n):
-            h[linear_bin(x[i], lo, hi, scale)] += 1
-        return
     memset(sub, 0, sizeof(sub))
     for i in range(0, n - 3, 4):
         sub[0][linear_bin(x[i], lo, hi, scale)] += 1
