@@ -438,7 +438,8 @@ def _concat_tables(name: str, pieces: list[tuple[Table, int, int]]) -> Table:
     return Table(columns, name=name, hint=filled[0][0].hint)
 
 
-def _encode_float(x: float) -> Any:
+def encode_float(x: float) -> Any:
+    """A float as strict JSON: NaN -> None, +-inf -> "Infinity"/"-Infinity"."""
     if x != x:
         return None
     if x == float("inf"):
@@ -456,17 +457,21 @@ def _decode_float(x: Any) -> float:
     return float(x)
 
 
-def _encode_array(a: np.ndarray) -> dict[str, Any]:
+def json_rows(a: np.ndarray) -> list[Any]:
+    """``a.tolist()`` as strict JSON values: NaN -> None, +-inf -> "Infinity"/"-Infinity"
+    (also used by :class:`fastbp.callbacks.JSONLinesWriter`)."""
     if a.dtype.kind == "f":
         a64 = np.asarray(a, dtype=np.float64)
         obj = a64.astype(object)  # Python floats: json writes their shortest exact repr
         obj[np.isnan(a64)] = None
         obj[a64 == np.inf] = "Infinity"
         obj[a64 == -np.inf] = "-Infinity"
-        data = obj.tolist()
-    else:
-        data = a.tolist()
-    return {"dtype": a.dtype.str, "shape": list(a.shape), "data": data}
+        return obj.tolist()
+    return a.tolist()
+
+
+def _encode_array(a: np.ndarray) -> dict[str, Any]:
+    return {"dtype": a.dtype.str, "shape": list(a.shape), "data": json_rows(a)}
 
 
 def _decode_array(d: Mapping[str, Any]) -> np.ndarray:
@@ -489,7 +494,7 @@ def _encode_value(v: Any) -> Any:
     if isinstance(v, (list, tuple)):
         return [_encode_value(x) for x in v]
     if isinstance(v, float):
-        return {"float": _encode_float(v)} if not np.isfinite(v) else v
+        return {"float": encode_float(v)} if not np.isfinite(v) else v
     return v
 
 

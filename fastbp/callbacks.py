@@ -35,11 +35,14 @@ from __future__ import annotations
 import json
 import os
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from ._history import encode_float, json_rows
 
 __all__ = ["Callback", "JSONLinesWriter", "TensorBoardWriter"]
 
@@ -113,7 +116,7 @@ def _check_tables(tables: Iterable[str] | str, histograms: bool) -> tuple[str, .
     return tuple(out)
 
 
-class _RowWriter(Callback):
+class _RowWriter(Callback, ABC):
     """Follows the tables of successive ``fit`` calls and hands on the new rows.
 
     Subclasses implement ``_write_rows(history, name, table, start, stop)``,
@@ -177,7 +180,8 @@ class _RowWriter(Callback):
             self._in_fit = False
             self.close()
 
-    def close(self) -> None:  # pragma: no cover - overridden
+    @abstractmethod
+    def close(self) -> None:
         """Close the output (it is reopened when more rows come)."""
 
     def __enter__(self):
@@ -199,8 +203,9 @@ class _RowWriter(Callback):
                 self._written[name] = stop
         self._after_call()
 
+    @abstractmethod
     def _write_rows(self, history: Any, name: str, table: Any, start: int, stop: int) -> None:
-        raise NotImplementedError  # pragma: no cover
+        """Write rows ``start:stop`` of table ``name`` of ``history``."""
 
     def _after_call(self) -> None:
         pass
@@ -210,18 +215,6 @@ class _RowWriter(Callback):
 
 
 # ----------------------------------------------------------------------------- JSON
-def _json_column(a: np.ndarray) -> list[Any]:
-    """Rows of a column as JSON values: NaN -> None, +-inf -> "Infinity"/"-Infinity"."""
-    if a.dtype.kind == "f":
-        a64 = np.asarray(a, dtype=np.float64)
-        obj = a64.astype(object)  # Python floats: json writes their shortest exact repr
-        obj[np.isnan(a64)] = None
-        obj[a64 == np.inf] = "Infinity"
-        obj[a64 == -np.inf] = "-Infinity"
-        return obj.tolist()
-    return a.tolist()
-
-
 def _json_default(x: Any) -> Any:
     if isinstance(x, np.generic):
         return x.item()
@@ -231,13 +224,13 @@ def _json_default(x: Any) -> Any:
 
 
 def _json_value(v: Any) -> Any:
-    """Settings values as strict JSON (non-finite floats as in :func:`_json_column`)."""
+    """Settings values as strict JSON (non-finite floats as in History.to_json)."""
     if isinstance(v, dict):
         return {str(k): _json_value(x) for k, x in v.items()}
     if isinstance(v, (list, tuple)):
         return [_json_value(x) for x in v]
     if isinstance(v, (float, np.floating)):
-        return _json_column(np.array([v], dtype=np.float64))[0]
+        return encode_float(float(v))
     return v
 
 
@@ -336,7 +329,7 @@ class JSONLinesWriter(_RowWriter):
 
     def _write_rows(self, history: Any, name: str, table: Any, start: int, stop: int) -> None:
         keys = list(table.keys())
-        columns = [_json_column(table[k][start:stop]) for k in keys]
+        columns = [json_rows(table[k][start:stop]) for k in keys]
         f = self._open()
         lines = []
         for values in zip(*columns):

@@ -488,11 +488,13 @@ def _time(history: Any, name: str) -> tuple[np.ndarray, str]:
     return np.arange(len(t), dtype=np.float64), "epoch"
 
 
-def _layer_lines(ax: Any, x: np.ndarray, values: np.ndarray, cols: list[int]) -> None:
-    """One line per layer through its finite, positive points (log y)."""
+def _layer_lines(
+    ax: Any, x: np.ndarray, values: np.ndarray, cols: list[int], positive: bool = True
+) -> None:
+    """One line per layer through its finite (and, for a log y, positive) points."""
     for l in cols:
         y = values[:, l]
-        keep = np.isfinite(y) & (y > 0)
+        keep = np.isfinite(y) & (y > 0) if positive else np.isfinite(y)
         n = int(keep.sum())
         ax.plot(
             x[keep],
@@ -658,17 +660,7 @@ def plot_gsnr(
     a.legend(fontsize=8)
     if zero is not None:
         b = axes[1]
-        for l in cols:
-            keep = np.isfinite(zero[:, l])
-            b.plot(
-                x[keep],
-                zero[keep, l],
-                color=f"C{l % 10}",
-                marker="o" if keep.sum() <= 100 else None,
-                markersize=3,
-                linewidth=1.2,
-                label=f"layer {l + 1}",
-            )
+        _layer_lines(b, x, zero, cols, positive=False)
         b.set_ylabel("parameters with zero variance")
         b.set_xlabel(xlabel)
     else:

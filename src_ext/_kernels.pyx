@@ -461,6 +461,7 @@ ctypedef struct Net:
     int epoch_skipped # mini-batches skipped in this epoch so far
     # optional statistic groups
     double nrmX       # ||X_b|| of the current mini-batch
+    double* xssq      # (m_max) ||x||^2 of each row of the current mini-batch
     const void* w0    # start weights while a sampled mini-batch updates with G_DISTANCE
     double* nrm0      # (L) ||W_start|| per layer
     int32_t* hz       # z histograms of the hidden layers (L, N_DECADE_BINS) while
@@ -527,7 +528,7 @@ cdef class Workspace:
             Gacc=np.zeros(P), bacc=np.zeros(N_B * L), eacc=np.zeros(N_E * L),
             gacc=np.zeros(N_E * L), colsum_g=np.zeros(n_units), ssq_g=np.zeros(2 * L),
             hz_buf=np.zeros(L * N_DECADE_BINS, np.int32), dacc=np.zeros(N_D * L),
-            nrm0=np.zeros(L), dec_tbl=_decade_table(), cells=_CELLS,
+            nrm0=np.zeros(L), xssq=np.zeros(m_max), dec_tbl=_decade_table(), cells=_CELLS,
             xrow=np.full(N_X * L, np.nan), edges=np.ascontiguousarray(_DX.DECADE_EDGES),
         )
         self._arrays = arrays
@@ -564,6 +565,7 @@ cdef class Workspace:
         self.net.nrmX = 0
         self.net.w0 = NULL
         self.net.nrm0 = <double*> _ptr(arrays["nrm0"])
+        self.net.xssq = <double*> _ptr(arrays["xssq"])
         self.net.hz = NULL
         self.net.hz_buf = <int32_t*> _ptr(arrays["hz_buf"])
         self.net.dacc = <double*> _ptr(arrays["dacc"])
@@ -1542,9 +1544,12 @@ cdef void diag_layer(Net* c, DiagC* dg, int l, const floating* P, const floating
             for j in range(n_out):
                 v = D[i * n_out + j] * sd
                 qd += v * v
-            for j in range(n_in):
-                v = A[i * n_in + j]
-                qa += v * v
+            if l == 0:  # ||x_n||^2, taken while the mini-batch was gathered
+                qa = c.xssq[i]
+            else:
+                for j in range(n_in):
+                    v = A[i * n_in + j]
+                    qa += v * v
             q = qd * (qa + 1)
             sq += q
             v = sqrt(q)
@@ -1709,7 +1714,9 @@ cdef int train_batches(Net* c, floating* P, floating* V, const floating* X, cons
         nrmX = 0
         for r in range(m):
             i = order[start + r]
-            nrmX = copy_ssq(Xb + r * n0, X + i * n0, n0, nrmX)
+            # each row's ||x||^2 is kept: the per-example norms of layer 1 use it
+            c.xssq[r] = copy_ssq(Xb + r * n0, X + i * n0, n0, 0)
+            nrmX += c.xssq[r]
             memcpy(Yb + r * nL, Y + i * nL, nL * sizeof(floating))
         nrmX = sqrt(nrmX)
         c.nrmX = nrmX

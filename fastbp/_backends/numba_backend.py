@@ -481,15 +481,7 @@ def _hidden_forward(code, alpha, Z, S, b, stats, acc, l, top):
                 Z[i, j] = z
                 S[i, j] = one
     # |a| <= 1 for sigmoid, tanh and softsign, so ||A||_F <= sqrt(m n)
-    if code == RELU or code == LEAKY_RELU or code == LINEAR:
-        ssqa = 0.0
-        for i in range(m):
-            for j in range(n):
-                v = np.float64(Z[i, j])
-                ssqa += v * v
-        acc[B_NRMA, l] = math.sqrt(ssqa)
-    else:
-        acc[B_NRMA, l] = math.sqrt(np.float64(m * n))
+    acc[B_NRMA, l] = _act_norm_bound(Z, code == RELU or code == LEAKY_RELU or code == LINEAR)
     if stats:
         suma = 0.0
         sums = 0.0
@@ -518,13 +510,34 @@ def _hidden_forward(code, alpha, Z, S, b, stats, acc, l, top):
                     sums += s
                     low += 1 if (s < thr and a < mid) else 0
                     high += 1 if (s < thr and a > mid) else 0
-        acc[B_SUMA, l] = suma
-        acc[B_SUMS, l] = sums
-        acc[B_LOW, l] = low
-        acc[B_HIGH, l] = high
-        acc[B_CNT, l] = m * n
-        acc[B_M2, l] = 0.0
+        _store_act_acc(acc, l, m * n, suma, sums, low, high)
     return bad
+
+
+@jit
+def _act_norm_bound(A, unbounded):
+    """A bound on ||A||_F for the overflow check: ||A||_F itself for an unbounded
+    activation, sqrt(m n) for one bounded by 1."""
+    m, n = A.shape
+    if not unbounded:
+        return math.sqrt(np.float64(m * n))
+    ssqa = 0.0
+    for i in range(m):
+        for j in range(n):
+            v = np.float64(A[i, j])
+            ssqa += v * v
+    return math.sqrt(ssqa)
+
+
+@jit
+def _store_act_acc(acc, l, cnt, suma, sums, low, high):
+    """The activation accumulators of one block (M2 follows in the delta pass)."""
+    acc[B_SUMA, l] = suma
+    acc[B_SUMS, l] = sums
+    acc[B_LOW, l] = low
+    acc[B_HIGH, l] = high
+    acc[B_CNT, l] = cnt
+    acc[B_M2, l] = 0.0
 
 
 @jit
@@ -570,15 +583,7 @@ def _output_forward(code, Z, A, b, stats, acc, l, top):
                 Z[i, j] = z
                 bad |= not (abs(z) <= top)
                 A[i, j] = z
-    if code == LINEAR:
-        ssqa = 0.0
-        for i in range(m):
-            for j in range(n):
-                v = np.float64(A[i, j])
-                ssqa += v * v
-        acc[B_NRMA, l] = math.sqrt(ssqa)
-    else:
-        acc[B_NRMA, l] = math.sqrt(np.float64(m * n))
+    acc[B_NRMA, l] = _act_norm_bound(A, code == LINEAR)
     if stats:
         suma = 0.0
         sums = 0.0
@@ -599,12 +604,7 @@ def _output_forward(code, Z, A, b, stats, acc, l, top):
                 for j in range(n):
                     suma += np.float64(A[i, j])
             sums = np.float64(m * n)  # linear: f' = 1 (softmax: unused, NaN)
-        acc[B_SUMA, l] = suma
-        acc[B_SUMS, l] = sums
-        acc[B_LOW, l] = low
-        acc[B_HIGH, l] = high
-        acc[B_CNT, l] = m * n
-        acc[B_M2, l] = 0.0
+        _store_act_acc(acc, l, m * n, suma, sums, low, high)
     return bad
 
 
