@@ -515,6 +515,21 @@ def _hidden_forward(code, alpha, Z, S, b, stats, acc, l, top):
 
 
 @jit
+def _row_lse(Z, i):
+    """log sum_j exp(Z[i, j]) in float64, max-subtracted."""
+    n = Z.shape[1]
+    zmax = -np.inf
+    for j in range(n):
+        zj = np.float64(Z[i, j])
+        if zj > zmax:
+            zmax = zj
+    s = 0.0
+    for j in range(n):
+        s += math.exp(np.float64(Z[i, j]) - zmax)
+    return zmax + math.log(s)
+
+
+@jit
 def _act_norm_bound(A, unbounded):
     """A bound on ||A||_F for the overflow check: ||A||_F itself for an unbounded
     activation, sqrt(m n) for one bounded by 1."""
@@ -655,17 +670,7 @@ def _output_delta(act, cost, Z, A, Y, D, gb, stats, acc, l, top):
     for j in range(n):
         gb[j] = D.dtype.type(0.0)
     for i in range(m):
-        lse = 0.0
-        if cost == LOG_LIKELIHOOD:
-            zmax = -np.inf
-            for j in range(n):
-                zj = np.float64(Z[i, j])
-                if zj > zmax:
-                    zmax = zj
-            s = 0.0
-            for j in range(n):
-                s += math.exp(np.float64(Z[i, j]) - zmax)
-            lse = zmax + math.log(s)
+        lse = _row_lse(Z, i) if cost == LOG_LIKELIHOOD else 0.0
         for j in range(n):
             a = A[i, j]
             y = Y[i, j]
@@ -1507,17 +1512,7 @@ def _cost_sum(cost, Z, A, Y):
     m, n = Z.shape
     total = 0.0
     for i in range(m):
-        lse = 0.0
-        if cost == LOG_LIKELIHOOD:
-            zmax = -np.inf
-            for j in range(n):
-                zj = np.float64(Z[i, j])
-                if zj > zmax:
-                    zmax = zj
-            s = 0.0
-            for j in range(n):
-                s += math.exp(np.float64(Z[i, j]) - zmax)
-            lse = zmax + math.log(s)
+        lse = _row_lse(Z, i) if cost == LOG_LIKELIHOOD else 0.0
         for j in range(n):
             z64 = np.float64(Z[i, j])
             y64 = np.float64(Y[i, j])
