@@ -96,8 +96,22 @@ cdef extern from "vstats.h" nogil:
                            double m, Py_ssize_t* zero) noexcept
     double fastbp_gsnr_sumf(const float* g, const float* gm, Py_ssize_t n, float ss, float m,
                             Py_ssize_t* zero) noexcept
-    void fastbp_decade_cells(const double* x, Py_ssize_t n, const int* cells, int ce_lo,
-                             int n_ce, int zero_bin, int* bins) noexcept
+
+cdef extern from "vhist.h" nogil:
+    enum: FASTBP_HIST_MAX_BINS
+    ctypedef struct fastbp_decades:
+        const int* cells
+        const double* edges
+        const int* dec_tbl
+        int ce_lo, n_ce, e2_min, n_e2, decade_min, n_decades, zero_bin, ambiguous, n_bins
+    void fastbp_hist_decades(const double* x, const double* b, Py_ssize_t rows, Py_ssize_t n,
+                             const fastbp_decades* t, int32_t* h) noexcept
+    void fastbp_hist_decadesf(const float* x, const float* b, Py_ssize_t rows, Py_ssize_t n,
+                              const fastbp_decades* t, int32_t* h) noexcept
+    void fastbp_hist_linear(const double* x, Py_ssize_t n, double lo, double hi, double scale,
+                            int n_linear, int32_t* h) noexcept
+    void fastbp_hist_linearf(const float* x, Py_ssize_t n, double lo, double hi, double scale,
+                             int n_linear, int32_t* h) noexcept
 
 # --------------------------------------------------------------------------
 # Codes (checked against fastbp._contract at import time, below).
@@ -213,7 +227,6 @@ cdef enum:
     H_A = 250
     N_HIST = 272
     UPDATE_BLOCK = 128  # values per dtype partial sum of update_loop
-    HIST_BLOCK = 256    # values per block of hist_decades
     CE_LO = -152        # exponents of the cell table: 2^-152 .. 2^55
     N_CE = 208
     AMBIGUOUS = 255  # a cell of the float32 table that needs the exact path
@@ -262,6 +275,8 @@ def _check_codes():
         (N_LINEAR, _DX.N_LINEAR), (N_LINEAR_BINS, _DX.N_LINEAR_BINS), (H_DELTA, _DX.H_DELTA),
         (H_Z, _DX.H_Z), (H_A, _DX.H_A), (N_HIST, _DX.N_HIST),
     ]
+    if max(N_DECADE_BINS, N_LINEAR_BINS) > FASTBP_HIST_MAX_BINS:
+        raise ImportError("vhist.h holds at most FASTBP_HIST_MAX_BINS bins; raise it")
     for mine, theirs in pairs:
         if mine != theirs:
             raise ImportError("fastbp._kernels was built against another version of fastbp._contract; rebuild it")
@@ -469,9 +484,9 @@ ctypedef struct Net:
     int32_t* hz_buf
     double* dacc      # N_D * L epoch sums
     double* xrow      # N_X * L scratch row (record="epoch")
-    const double* edges  # the N_DECADES + 1 decade edges 10^k
-    const int* dec_tbl   # (N_E2) decade index of 2^e, e = E2_MIN ..
-    const int* cells     # (2 N_CE 32) decade bin of each double cell, or AMBIGUOUS
+    fastbp_decades dec   # the decade tables (vhist.h): the N_DECADES + 1 edges 10^k,
+                         # the edge index of each 2^e (e = E2_MIN ..), the bin of each
+                         # double cell (sign, exponent, 5 mantissa bits) or AMBIGUOUS
     void* D2          # moments: (m_max, max width) squared scaled deltas,
     void* A2          # squared scaled activations,
     void* GM          # (max n_out * n_in) second moments of one layer
@@ -570,9 +585,18 @@ cdef class Workspace:
         self.net.hz_buf = <int32_t*> _ptr(arrays["hz_buf"])
         self.net.dacc = <double*> _ptr(arrays["dacc"])
         self.net.xrow = <double*> _ptr(arrays["xrow"])
-        self.net.edges = <const double*> _ptr(arrays["edges"])
-        self.net.dec_tbl = <const int*> _ptr(arrays["dec_tbl"])
-        self.net.cells = <const int*> _ptr(arrays["cells"])
+        self.net.dec.edges = <const double*> _ptr(arrays["edges"])
+        self.net.dec.dec_tbl = <const int*> _ptr(arrays["dec_tbl"])
+        self.net.dec.cells = <const int*> _ptr(arrays["cells"])
+        self.net.dec.ce_lo = CE_LO
+        self.net.dec.n_ce = N_CE
+        self.net.dec.e2_min = E2_MIN
+        self.net.dec.n_e2 = N_E2
+        self.net.dec.decade_min = DECADE_MIN
+        self.net.dec.n_decades = N_DECADES
+        self.net.dec.zero_bin = ZERO_BIN
+        self.net.dec.ambiguous = AMBIGUOUS
+        self.net.dec.n_bins = N_DECADE_BINS
         self.net.D2 = NULL
         self.net.A2 = NULL
         self.net.GM = NULL
@@ -785,8 +809,7 @@ cdef int hidden_forward(Net* c, int l, floating* Z, const floating* b, Py_ssize_
         # again while it is in L1, in one flat (well vectorised) loop
         i1 = group_end(i0, m, n)
         if c.hz != NULL:  # a sampled mini-batch with histograms: z before it becomes a
-            hist_z_rows(Z + i0 * n, b, i1 - i0, n, c.hz + l * N_DECADE_BINS, c.edges,
-                        c.dec_tbl, c.cells)
+            hist_decades(Z + i0 * n, b, i1 - i0, n, c.hz + l * N_DECADE_BINS, &c.dec)
         for i in range(i0, i1):
             Zr = Z + i * n
             Sr = S + i * n
@@ -1390,116 +1413,22 @@ cdef inline double momentum_at(int kind, double mu, double mu_max, double period
 # --------------------------------------------------------------------------
 # Optional statistic groups (fastbp/_diagnostics.py has the definitions).
 # --------------------------------------------------------------------------
-cdef inline Py_ssize_t decade_bin(double x, const double* edges,
-                                  const int* tbl) noexcept nogil:
-    """Signed-decade bin of x: edges[i] = 10^(DECADE_MIN + i), i = 0 .. N_DECADES.
-
-    A binary octave [2^e, 2^(e+1)) holds at most one power of ten, so the decade of
-    |x| is the decade of 2^e (tbl, from the exponent bits) or the next one: one
-    comparison, no loop, no log10.  Branch-free (selects only): zeros, signs and
-    out-of-range values are common and unpredictable in relu nets.
-    """
-    cdef double ax = fabs(x)
-    cdef uint64_t bits
-    cdef int e, i
-    cdef Py_ssize_t pos, r
-    memcpy(&bits, &ax, sizeof(double))
-    e = <int> (bits >> 52) - 1023 - E2_MIN
-    e = 0 if e < 0 else e
-    e = N_E2 - 1 if e > N_E2 - 1 else e
-    i = tbl[e]
-    i += ax >= edges[i + 1]
-    pos = i + 1
-    pos = 0 if ax < edges[0] else pos
-    pos = pos if ax < edges[N_DECADES] else N_DECADES + 1  # also inf and NaN
-    r = ZERO_BIN + 1 + pos if x > 0 else ZERO_BIN - 1 - pos
-    return ZERO_BIN if x == 0 else r
+cdef inline void hist_decades(const floating* x, const floating* b, Py_ssize_t rows,
+                              Py_ssize_t n, int32_t* h, const fastbp_decades* t) noexcept nogil:
+    """Add the signed-decade bins of x (rows x n, plus the row b if not NULL) to h."""
+    if floating is double:
+        fastbp_hist_decades(x, b, rows, n, t, h)
+    else:
+        fastbp_hist_decadesf(x, b, rows, n, t, h)
 
 
-cdef inline Py_ssize_t linear_bin(double a, double lo, double hi, double scale) noexcept nogil:
-    cdef Py_ssize_t i
-    if a < lo:
-        return 0
-    if a > hi:
-        return N_LINEAR + 1
-    i = <Py_ssize_t> ((a - lo) * scale)
-    return 1 + (i if i < N_LINEAR - 1 else N_LINEAR - 1)
-
-
-cdef void hist_decades(const floating* x, Py_ssize_t n, int32_t* h, const double* edges,
-                       const int* tbl, const int* cells) noexcept nogil:
-    """Add the decade bins of x[:n] to h, in blocks of HIST_BLOCK values.
-
-    Per block: the cell of each value (sign, exponent, 5 mantissa bits of the double)
-    looked up in a table, zeros selected; the few AMBIGUOUS values (a cell that holds
-    a decade edge, or the clamped ends: subnormal, huge, inf, NaN) go to the exact
-    decade_bin; then the counts, in four sub-histograms (consecutive values often share
-    a bin: one counter would make a chain of dependent read-modify-writes).
-    """
-    cdef double dbuf[HIST_BLOCK]
-    cdef int bins[HIST_BLOCK]
-    cdef int32_t sub[4][N_DECADE_BINS]
-    cdef Py_ssize_t i, j, i0 = 0, cnt
-    cdef int32_t r
-    memset(sub, 0, sizeof(sub))
-    while i0 < n:
-        cnt = n - i0 if n - i0 < HIST_BLOCK else HIST_BLOCK
-        for i in range(cnt):
-            dbuf[i] = x[i0 + i]
-        fastbp_decade_cells(dbuf, cnt, cells, CE_LO, N_CE, ZERO_BIN, bins)
-        for i in range(cnt):
-            r = bins[i]
-            if r == AMBIGUOUS:
-                bins[i] = <int32_t> decade_bin(x[i0 + i], edges, tbl)
-        # four sub-histograms: runs of one bin (common) do not wait on one counter
-        for i in range(0, cnt - 3, 4):
-            sub[0][bins[i]] += 1
-            sub[1][bins[i + 1]] += 1
-            sub[2][bins[i + 2]] += 1
-            sub[3][bins[i + 3]] += 1
-        for i in range(cnt - cnt % 4, cnt):
-            sub[0][bins[i]] += 1
-        i0 += cnt
-    for j in range(N_DECADE_BINS):
-        h[j] += sub[0][j] + sub[1][j] + sub[2][j] + sub[3][j]
-
-
-cdef void hist_z_rows(const floating* Z, const floating* b, Py_ssize_t rows, Py_ssize_t n,
-                      int32_t* h, const double* edges, const int* tbl,
-                      const int* cells) noexcept nogil:
-    """Add the decade bins of z = Z + b (rows x n, rounded as the activation sees it)."""
-    cdef floating zbuf[HIST_BLOCK]
-    cdef Py_ssize_t i, j, j0, w, cnt = 0
-    for i in range(rows):
-        j0 = 0
-        while j0 < n:  # whole rows (or HIST_BLOCK pieces of long ones) into the buffer
-            w = n - j0 if n - j0 < HIST_BLOCK else HIST_BLOCK
-            if cnt + w > HIST_BLOCK:
-                hist_decades(zbuf, cnt, h, edges, tbl, cells)
-                cnt = 0
-            for j in range(w):
-                zbuf[cnt + j] = Z[i * n + j0 + j] + b[j0 + j]
-            cnt += w
-            j0 += w
-    if cnt:
-        hist_decades(zbuf, cnt, h, edges, tbl, cells)
-
-
-cdef void hist_linear(const floating* x, Py_ssize_t n, int32_t* h, double lo, double hi,
-                      double scale) noexcept nogil:
-    """Add the linear bins of x[:n] to h (four sub-histograms, as above)."""
-    cdef Py_ssize_t i, j
-    cdef int32_t sub[4][N_LINEAR_BINS]
-    memset(sub, 0, sizeof(sub))
-    for i in range(0, n - 3, 4):
-        sub[0][linear_bin(x[i], lo, hi, scale)] += 1
-        sub[1][linear_bin(x[i + 1], lo, hi, scale)] += 1
-        sub[2][linear_bin(x[i + 2], lo, hi, scale)] += 1
-        sub[3][linear_bin(x[i + 3], lo, hi, scale)] += 1
-    for i in range(n - n % 4, n):
-        sub[0][linear_bin(x[i], lo, hi, scale)] += 1
-    for j in range(N_LINEAR_BINS):
-        h[j] += sub[0][j] + sub[1][j] + sub[2][j] + sub[3][j]
+cdef inline void hist_linear(const floating* x, Py_ssize_t n, int32_t* h, double lo,
+                             double hi) noexcept nogil:
+    """Add the linear bins of x[:n] over [lo, hi] to h."""
+    if floating is double:
+        fastbp_hist_linear(x, n, lo, hi, N_LINEAR / (hi - lo), N_LINEAR, h)
+    else:
+        fastbp_hist_linearf(x, n, lo, hi, N_LINEAR / (hi - lo), N_LINEAR, h)
 
 
 cdef inline double gsnr_sum(const floating* GW, const floating* GM, Py_ssize_t n,
@@ -1531,7 +1460,7 @@ cdef void diag_layer(Net* c, DiagC* dg, int l, const floating* P, const floating
     cdef floating* GM
     cdef double* acc = c.bacc
     cdef double dm = <double> m, sd, sa, ss, v, q, qd, qa, sq = 0, pe_sum = 0, pe_max = 0
-    cdef double g2, gn, sp, tr = NAN, var, gs = 0, beta = dg.beta, lo, hi, scale
+    cdef double g2, gn, sp, tr = NAN, var, gs = 0, beta = dg.beta
     # deltas scaled by a power of two near 1 / ||Delta_l|| (carried as ssq * 4^e):
     # squares neither underflow in deep nets nor overflow
     sd = ldexp(1.0, -<int> (pow2_exponent(sqrt(acc[B_SSQD * L + l])) + acc[B_EXPD * L + l]))
@@ -1607,18 +1536,15 @@ cdef void diag_layer(Net* c, DiagC* dg, int l, const floating* P, const floating
     if groups & G_DISTANCE:  # computed in the update loop
         xrow[X_DISTANCE * L + l] = acc[B_DIST * L + l]
     if groups & G_HIST:
-        hist_decades(D, m * n_out, hrow + H_DELTA, c.edges, c.dec_tbl, c.cells)
+        hist_decades(D, <const floating*> NULL, 1, m * n_out, hrow + H_DELTA, &c.dec)
         if l == L - 1:
-            hist_decades(<floating*> c.ZL, m * n_out, hrow + H_Z, c.edges, c.dec_tbl,
-                         c.cells)
+            hist_decades(<floating*> c.ZL, <const floating*> NULL, 1, m * n_out, hrow + H_Z,
+                         &c.dec)
         else:
             for j in range(N_DECADE_BINS):
                 hrow[H_Z + j] += c.hz_buf[l * N_DECADE_BINS + j]
         Aout = <floating*> c.A + c.act_off[l]
-        lo = dg.a_range[2 * l]
-        hi = dg.a_range[2 * l + 1]
-        scale = N_LINEAR / (hi - lo)
-        hist_linear(Aout, m * n_out, hrow + H_A, lo, hi, scale)
+        hist_linear(Aout, m * n_out, hrow + H_A, dg.a_range[2 * l], dg.a_range[2 * l + 1])
 
 
 cdef void diag_batch(Net* c, DiagC* dg, const floating* P, const floating* Xb, Py_ssize_t m,

@@ -1,4 +1,4 @@
-/* Vectorised reductions of the optional statistic groups (see vstats.c). */
+/* The GSNR sum of the moments statistic group (see vstats.c). */
 #ifndef FASTBP_VSTATS_H
 #define FASTBP_VSTATS_H
 #include <stddef.h>
@@ -6,6 +6,4 @@ double fastbp_gsnr_sum(const double *g, const double *gm, ptrdiff_t n, double ss
                        ptrdiff_t *zero);
 double fastbp_gsnr_sumf(const float *g, const float *gm, ptrdiff_t n, float ss, float m,
                         ptrdiff_t *zero);
-void fastbp_decade_cells(const double *x, ptrdiff_t n, const int *cells, int ce_lo, int n_ce,
-                         int zero_bin, int *bins);
 #endif
