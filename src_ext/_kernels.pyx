@@ -96,6 +96,12 @@ cdef extern from "vstats.h" nogil:
                            double m, Py_ssize_t* zero) noexcept
     double fastbp_gsnr_sumf(const float* g, const float* gm, Py_ssize_t n, float ss, float m,
                             Py_ssize_t* zero) noexcept
+    double fastbp_moments_gsnr(const double* g, const double* a2, const double* d2, Py_ssize_t m,
+                               Py_ssize_t n_in, Py_ssize_t n_out, double ss,
+                               Py_ssize_t* zero) noexcept
+    double fastbp_moments_gsnrf(const float* g, const float* a2, const float* d2, Py_ssize_t m,
+                                Py_ssize_t n_in, Py_ssize_t n_out, float ss,
+                                Py_ssize_t* zero) noexcept
 
 cdef extern from "vhist.h" nogil:
     enum: FASTBP_HIST_MAX_BINS
@@ -227,6 +233,7 @@ cdef enum:
     H_A = 250
     N_HIST = 272
     UPDATE_BLOCK = 128  # values per dtype partial sum of update_loop
+    MOMENTS_FUSED_M = 32  # moments: up to this mini-batch size, no BLAS product
     CE_LO = -152        # exponents of the cell table: 2^-152 .. 2^55
     N_CE = 208
     AMBIGUOUS = 255  # a cell of the float32 table that needs the exact path
@@ -612,7 +619,8 @@ cdef class Workspace:
         widest = max(sizes)
         prod = max(sizes[l] * sizes[l + 1] for l in range(len(sizes) - 1))
         extra = dict(D2=np.zeros(self.m_max * widest, dt), A2=np.zeros(self.m_max * widest, dt),
-                     GM=np.zeros(prod, dt), c2=np.zeros(widest))
+                     GM=np.zeros(prod if self.m_max > MOMENTS_FUSED_M else 1, dt),
+                     c2=np.zeros(widest))
         self._arrays.update(extra)
         self.net.D2 = _ptr(extra["D2"])
         self.net.A2 = _ptr(extra["A2"])
@@ -1440,6 +1448,15 @@ cdef inline double gsnr_sum(const floating* GW, const floating* GM, Py_ssize_t n
     return fastbp_gsnr_sumf(GW, GM, n, ss, fm, zero) * (fm - 1)
 
 
+cdef inline double moments_gsnr(const floating* GW, const floating* A2, const floating* D2,
+                                Py_ssize_t m, Py_ssize_t n_in, Py_ssize_t n_out,
+                                floating ss, Py_ssize_t* zero) noexcept nogil:
+    """gsnr_sum with the second moments (D2)^T (A2) formed on the fly (vstats.c)."""
+    if floating is double:
+        return fastbp_moments_gsnr(GW, A2, D2, m, n_in, n_out, ss, zero) * (m - 1)
+    return fastbp_moments_gsnrf(GW, A2, D2, m, n_in, n_out, ss, zero) * (m - 1)
+
+
 cdef void diag_layer(Net* c, DiagC* dg, int l, const floating* P, const floating* Xb,
                      Py_ssize_t m, double* xrow, int32_t* hrow) noexcept nogil:
     """Every selected group of layer l for the current (accepted) mini-batch.
@@ -1514,9 +1531,6 @@ cdef void diag_layer(Net* c, DiagC* dg, int l, const floating* P, const floating
             for i in range(m * n_in):
                 v = A[i] * sa
                 A2[i] = <floating> (v * v)
-            # sum_n g_n^2 of every weight = (delta^2)^T (a^2), scaled by (sd sa)^2
-            gemm(CH_N, CH_T, <int> n_in, <int> n_out, <int> m, <floating> 1, A2, <int> n_in,
-                 D2, <int> n_out, <floating> 0, GM, <int> n_in)
             for j in range(n_out):
                 c.c2[j] = 0
             for i in range(m):
@@ -1524,7 +1538,13 @@ cdef void diag_layer(Net* c, DiagC* dg, int l, const floating* P, const floating
                     c.c2[j] += D2[i * n_out + j]
             ss = sd * sa
             GW = G + c.w_off[l]
-            gs = gsnr_sum(GW, GM, n_w, <floating> ss, <floating> dm, &zero)
+            # sum_n g_n^2 of every weight = (delta^2)^T (a^2), scaled by (sd sa)^2
+            if m <= MOMENTS_FUSED_M:  # formed block by block, never stored (vstats.c)
+                gs = moments_gsnr(GW, A2, D2, m, n_in, n_out, <floating> ss, &zero)
+            else:  # a product that BLAS runs near peak
+                gemm(CH_N, CH_T, <int> n_in, <int> n_out, <int> m, <floating> 1, A2, <int> n_in,
+                     D2, <int> n_out, <floating> 0, GM, <int> n_in)
+                gs = gsnr_sum(GW, GM, n_w, <floating> ss, <floating> dm, &zero)
             for j in range(n_out):
                 v = G[c.b_off[l] + j] * sd
                 var = c.c2[j] - dm * v * v

@@ -107,23 +107,15 @@ static inline void merge_subs(int32_t *h, fastbp_subs sub, int n_bins)
         h[j] += sub[0][j] + sub[1][j] + sub[2][j] + sub[3][j];
 }
 
-#define FASTBP_BLOCK 64
-
-/* Without AVX-512: bins of a block of values, then their counts. */
+/* Without AVX-512: each value's bin through the cell table, counted in turn. */
 #define FASTBP_DECADES_PORTABLE(T, x, b, rows, n, t, sub)                                   \
     do {                                                                                  \
-        int bins_[FASTBP_BLOCK];                                                          \
         ptrdiff_t r_, j_, c_ = 0;                                                         \
         for (r_ = 0; r_ < (rows); r_++)                                                   \
-            for (j_ = 0; j_ < (n); j_++) {                                                \
+            for (j_ = 0; j_ < (n); j_++, c_++) {                                          \
                 T v_ = (b) ? (T)((x)[r_ * (n) + j_] + (b)[j_]) : (x)[r_ * (n) + j_];      \
-                bins_[c_++] = decade_cell((double)v_, (t));                               \
-                if (c_ == FASTBP_BLOCK) {                                                 \
-                    count_bins((sub), bins_, c_);                                         \
-                    c_ = 0;                                                               \
-                }                                                                         \
+                (sub)[c_ & 3][decade_cell((double)v_, (t))] += 1;                         \
             }                                                                             \
-        count_bins((sub), bins_, c_);                                                     \
     } while (0)
 
 #if defined(FASTBP_HIST_AVX512)
@@ -304,11 +296,11 @@ FASTBP_HIDDEN void fastbp_hist_linear(const double *x, ptrdiff_t n, double lo, d
                                       double scale, int n_linear, int32_t *h)
 {
     fastbp_subs sub;
-    int bins[2][8];
     ptrdiff_t i = 0;
     memset(sub, 0, sizeof sub);
 #if defined(FASTBP_HIST_AVX512)
     {
+        int bins[2][8];
         const __m512d vlo = _mm512_set1_pd(lo), vhi = _mm512_set1_pd(hi);
         const __m512d vscale = _mm512_set1_pd(scale);
         ptrdiff_t w_prev = 0;
@@ -335,11 +327,11 @@ FASTBP_HIDDEN void fastbp_hist_linearf(const float *x, ptrdiff_t n, double lo, d
                                        double scale, int n_linear, int32_t *h)
 {
     fastbp_subs sub;
-    int bins[2][8];
     ptrdiff_t i = 0;
     memset(sub, 0, sizeof sub);
 #if defined(FASTBP_HIST_AVX512)
     {
+        int bins[2][8];
         const __m512d vlo = _mm512_set1_pd(lo), vhi = _mm512_set1_pd(hi);
         const __m512d vscale = _mm512_set1_pd(scale);
         ptrdiff_t w_prev = 0;
