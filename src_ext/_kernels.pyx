@@ -233,6 +233,7 @@ cdef enum:
     H_A = 250
     N_HIST = 272
     UPDATE_BLOCK = 128  # values per dtype partial sum of update_loop
+    STAT_BLOCK = 256    # values per dtype partial sum of the activation statistics
     MOMENTS_FUSED_M = 32  # moments: up to this mini-batch size, no BLAS product
     CE_LO = -152        # exponents of the cell table: 2^-152 .. 2^55
     N_CE = 208
@@ -802,8 +803,9 @@ cdef int hidden_forward(Net* c, int l, floating* Z, const floating* b, Py_ssize_
     cdef floating* S = <floating*> c.S + c.act_off[l]
     cdef floating* Zr
     cdef floating* Sr
-    cdef floating a, s, thr, mid
-    cdef int bad = 0
+    cdef floating a, s, thr, mid, fa, fs
+    cdef int bad = 0, nlo, nhi
+    cdef Py_ssize_t j0, j1
     cdef double suma = 0, sums = 0, ssqa = 0
     cdef double* acc = c.bacc
     cdef int L = c.L
@@ -847,14 +849,33 @@ cdef int hidden_forward(Net* c, int l, floating* Z, const floating* b, Py_ssize_
                     suma += a
                     sums += Sr[j]
                     low += a <= 0
-            else:
+            elif unbounded:
                 for j in range(cnt):
-                    a = Zr[j]
-                    s = Sr[j]
-                    suma += a
-                    sums += s
-                    low += (s < thr) & (a < mid)
-                    high += (s < thr) & (a > mid)
+                    suma += Zr[j]
+                    sums += Sr[j]
+            else:
+                # |a| <= 1 and 0 <= slope <= 1: summed in the dtype over blocks of
+                # STAT_BLOCK values (16 per float32 vector lane), the blocks in double,
+                # the counts in int lanes: the float32 loop runs at full vector width
+                j0 = 0
+                while j0 < cnt:
+                    j1 = min(j0 + STAT_BLOCK, cnt)
+                    fa = 0
+                    fs = 0
+                    nlo = 0
+                    nhi = 0
+                    for j in range(j0, j1):
+                        a = Zr[j]
+                        s = Sr[j]
+                        fa += a
+                        fs += s
+                        nlo += (s < thr) & (a < mid)
+                        nhi += (s < thr) & (a > mid)
+                    suma += fa
+                    sums += fs
+                    low += nlo
+                    high += nhi
+                    j0 = j1
         i0 = i1
     # |a| <= 1 for sigmoid, tanh and softsign, so ||A||_F <= sqrt(m n)
     acc[B_NRMA * L + l] = sqrt(ssqa) if unbounded else sqrt(<double> (m * n))
@@ -1075,8 +1096,13 @@ cdef int hidden_delta(Net* c, int l, floating* D, Py_ssize_t m, bint stats) noex
     cdef int bad = 0
     cdef double top = dtype_max(<floating> 0)
     cdef double ssq = 0, mean = 0, m2 = 0, t
+    cdef floating f_mean = 0, fm2
+    cdef Py_ssize_t j0, j1
+    cdef int code = c.acts[l]
+    cdef bint bounded = code == SIGMOID or code == TANH or code == SOFTSIGN
     if stats:
         mean = c.bacc[B_SUMA * L + l] / (m * n)
+        f_mean = <floating> mean
     i0 = 0
     while i0 < m:
         # rows in groups of about 2048 values, each loop flat over the group (in L1)
@@ -1094,9 +1120,20 @@ cdef int hidden_delta(Net* c, int l, floating* D, Py_ssize_t m, bint stats) noex
                 col[j] += Dr[i * n + j]
         if stats:
             Ar = A + i0 * n
-            for j in range(cnt):
-                t = Ar[j] - mean
-                m2 += t * t
+            if bounded:  # |a - mean| <= 2: in the dtype over blocks, as hidden_forward
+                j0 = 0
+                while j0 < cnt:
+                    j1 = min(j0 + STAT_BLOCK, cnt)
+                    fm2 = 0
+                    for j in range(j0, j1):
+                        d = Ar[j] - f_mean
+                        fm2 += d * d
+                    m2 += fm2
+                    j0 = j1
+            else:
+                for j in range(cnt):
+                    t = Ar[j] - mean
+                    m2 += t * t
         i0 = i1
     if stats:
         c.bacc[B_M2 * L + l] = m2
