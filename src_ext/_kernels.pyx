@@ -338,12 +338,45 @@ cdef inline double softplus(double z) noexcept nogil:
     return (z if z > 0 else 0.0) + log1p(exp(-fabs(z)))
 
 
+cdef inline int exponent_of(double x) noexcept nogil:
+    """frexp's exponent of a finite x != 0 (x = f 2^e, 0.5 <= |f| < 1): read from the
+    bits for normal numbers (no libm call: this runs several times per layer and
+    mini-batch), frexp for subnormal ones."""
+    cdef uint64_t bits
+    cdef int e = 0
+    memcpy(&bits, &x, sizeof(double))
+    e = <int> ((bits >> 52) & 0x7ff)
+    if e == 0:
+        frexp(x, &e)
+        return e
+    return e - 1022
+
+
+cdef inline double pow2(int k) noexcept nogil:
+    """2^k, exactly: built from its bits in the normal range, else libm's ldexp."""
+    cdef uint64_t bits
+    cdef double r
+    if k < -1022 or k > 1023:
+        return ldexp(1.0, k)
+    bits = (<uint64_t> (k + 1023)) << 52
+    memcpy(&r, &bits, sizeof(double))
+    return r
+
+
+cdef inline double scale2(double x, int k) noexcept nogil:
+    """ldexp(x, k): one multiplication by 2^k when 2^k is a normal number (the product
+    is then x 2^k correctly rounded, as ldexp's), else libm's ldexp."""
+    if k < -1022 or k > 1023:
+        return ldexp(x, k)
+    return x * pow2(k)
+
+
 cdef inline double pow2_exponent(double x) noexcept nogil:
     """e such that 2^e is within a factor 2 of x (x > 0 finite), clamped."""
     cdef int e = 0
     if not (x > 0) or x == INFINITY:
         return 0.0
-    frexp(x, &e)
+    e = exponent_of(x)
     if e > 1000:
         e = 1000
     elif e < -1000:
@@ -361,12 +394,13 @@ cdef inline void ssq_add(double* acc_ssq, double* acc_exp, double ssq, double e)
         acc_exp[0] = e
         return
     E = acc_exp[0] if acc_exp[0] > e else e
-    acc_ssq[0] = ldexp(acc_ssq[0], <int> (2 * (acc_exp[0] - E))) + ldexp(ssq, <int> (2 * (e - E)))
+    acc_ssq[0] = (scale2(acc_ssq[0], <int> (2 * (acc_exp[0] - E)))
+                  + scale2(ssq, <int> (2 * (e - E))))
     acc_exp[0] = E
 
 
 cdef inline double ssq_norm(double ssq, double e) noexcept nogil:
-    return ldexp(sqrt(ssq), <int> e)
+    return scale2(sqrt(ssq), <int> e)
 
 
 cdef double norm_dtype(const floating* x, Py_ssize_t n) noexcept nogil:
@@ -381,7 +415,7 @@ cdef double norm_dtype(const floating* x, Py_ssize_t n) noexcept nogil:
         return mx
     if mx == INFINITY:
         return INFINITY
-    sc = ldexp(1.0, -<int> pow2_exponent(mx))
+    sc = pow2(-<int> pow2_exponent(mx))
     for i in range(n):
         v = x[i] * sc
         s += v * v
@@ -400,7 +434,7 @@ cdef double norm_diff(const floating* x, const floating* y, Py_ssize_t n) noexce
             mx = v
     if mx == 0 or mx != mx or mx == INFINITY:
         return mx
-    sc = ldexp(1.0, -<int> pow2_exponent(mx))
+    sc = pow2(-<int> pow2_exponent(mx))
     for i in range(n):
         d = x[i] - y[i]
         v = d * sc
@@ -418,7 +452,7 @@ cdef double norm_double(const double* x, Py_ssize_t n, double mult) noexcept nog
             mx = v
     if mx == 0 or mx != mx or mx == INFINITY:
         return mx
-    sc = ldexp(1.0, -<int> pow2_exponent(mx))
+    sc = pow2(-<int> pow2_exponent(mx))
     for i in range(n):
         v = x[i] * sc
         s += v * v
@@ -1009,7 +1043,7 @@ cdef inline void finish_delta_ssq(Net* c, int l, const floating* D, Py_ssize_t c
             v = fabs(D[i])
             mx = v if v > mx else mx
         e = pow2_exponent(mx)
-        sc = ldexp(1.0, -<int> e)
+        sc = pow2(-<int> e)
         for i in range(cnt):
             v = D[i] * sc
             s += v * v
@@ -1246,13 +1280,12 @@ cdef inline floating pow2_in(double s, floating like) noexcept nogil:
     cdef int e = 0
     if floating is double:
         return s
-    frexp(s, &e)
-    e = e - 1 + 56
+    e = exponent_of(s) - 1 + 56
     if e > 120:
         e = 120
     elif e < -120:
         e = -120
-    return <floating> ldexp(1.0, e)
+    return <floating> pow2(e)
 
 
 cdef inline void update_loop(int kind, bint nesterov, bint stats, bint dist, floating* W,
@@ -1399,11 +1432,11 @@ cdef void update_layer(Net* c, int l, floating* P, floating* V, Py_ssize_t m,
     memset(qb, 0, 6 * sizeof(double))
     # power-of-two scales from bounds on |g|, |W| and |W_new - W_old| known
     # before the loop: no overflow, and no underflow of tiny updates
-    sg = ldexp(1.0, -<int> pow2_exponent(c.bacc[B_GB * L + l]))
-    sw = ldexp(1.0, -<int> pow2_exponent(c.bacc[B_PB * L + l]))
-    sd = ldexp(1.0, -<int> pow2_exponent(c.bacc[B_VB * L + l]))
+    sg = pow2(-<int> pow2_exponent(c.bacc[B_GB * L + l]))
+    sw = pow2(-<int> pow2_exponent(c.bacc[B_PB * L + l]))
+    sd = pow2(-<int> pow2_exponent(c.bacc[B_VB * L + l]))
     if c.w0 != NULL:  # distance: ||W_new - W_start|| <= ||W_new|| + ||W_start||
-        sz = ldexp(1.0, -<int> pow2_exponent(c.bacc[B_PB * L + l] + c.nrm0[l]))
+        sz = pow2(-<int> pow2_exponent(c.bacc[B_PB * L + l] + c.nrm0[l]))
         W0 = <const floating*> c.w0 + c.w_off[l]
     if kind == MOMENTUM_NONE:
         update_weights(MOMENTUM_NONE, False, stats, W0 != NULL, W, VW, FW, GW, W0, n_w, f_c,
@@ -1517,7 +1550,7 @@ cdef void diag_layer(Net* c, DiagC* dg, int l, const floating* P, const floating
     cdef double g2, gn, sp, tr = NAN, var, gs = 0, beta = dg.beta
     # deltas scaled by a power of two near 1 / ||Delta_l|| (carried as ssq * 4^e):
     # squares neither underflow in deep nets nor overflow
-    sd = ldexp(1.0, -<int> (pow2_exponent(sqrt(acc[B_SSQD * L + l])) + acc[B_EXPD * L + l]))
+    sd = pow2(-<int> (pow2_exponent(sqrt(acc[B_SSQD * L + l])) + acc[B_EXPD * L + l]))
     if groups & (G_PER_EXAMPLE | G_NOISE):
         # ||g_n||^2 = ||delta_n||^2 (||a_n||^2 + 1): the per-example weight gradient
         # delta_n a_n^T has rank one, so no g_n is formed
@@ -1561,7 +1594,7 @@ cdef void diag_layer(Net* c, DiagC* dg, int l, const floating* P, const floating
             D2 = <floating*> c.D2
             A2 = <floating*> c.A2
             GM = <floating*> c.GM
-            sa = ldexp(1.0, -<int> pow2_exponent(c.nrmX if l == 0 else acc[B_NRMA * L + l - 1]))
+            sa = pow2(-<int> pow2_exponent(c.nrmX if l == 0 else acc[B_NRMA * L + l - 1]))
             for i in range(m * n_out):
                 v = D[i] * sd
                 D2[i] = <floating> (v * v)
