@@ -416,3 +416,67 @@ def test_decade_bins_exact_at_the_edges(backend, dt):
     h = net.fit(X, [0, 1, 0], 1, 3, 1e-30, record="batch", stats="histograms")
     want = 3 * dx.count(dx.decade_index(vals), dx.N_DECADE_BINS)
     np.testing.assert_array_equal(h.histograms["z"][0, 0], want)
+
+
+def _kernel_variants():
+    """Every compiled variant (baseline / avx2 / avx512) this CPU runs, by module name."""
+    import importlib
+
+    try:
+        from fastbp._backends import cython_backend as cb
+    except ImportError as exc:
+        return [pytest.param(None, marks=pytest.mark.skip(reason=f"not compiled: {exc}"))]
+    features = cb._cpu_features()
+    out = []
+    for name, (module, needs) in cb.VARIANTS.items():
+        if not all(features.get(f, False) for f in needs):
+            continue
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            continue
+        out.append(pytest.param(module, id=name))
+    return out
+
+
+@pytest.mark.parametrize("module", _kernel_variants())
+@pytest.mark.parametrize("m", [8, 40])  # the fused moments (and a short batch of 5), BLAS
+def test_every_kernel_variant_matches_numpy(module, m, dtype, monkeypatch, rng):
+    """The compiled backend imports its best variant only; each variant has its own
+    vector paths (the histograms, the GSNR and the moments in vhist.c / vstats.c have
+    AVX-512 and portable versions).  Each variant, put in the backend's place, must
+    give the NumPy backend's statistics and histograms."""
+    import importlib
+
+    from fastbp._backends import PUBLIC_API
+    from fastbp._backends import cython_backend as cb
+
+    mod = importlib.import_module(module)
+    sizes = [11, 9, 7, 4]
+    X = rng.uniform(-1, 1, (45, sizes[0])).astype(dtype)
+    X[:, 2] = 0.0
+    y = rng.integers(0, sizes[-1], 45)
+    kw = dict(record="batch", stats="all", stats_every=2, seed=7)
+    out = {}
+    for name in ("numpy", "cython"):
+        if name == "cython":
+            for f in PUBLIC_API:
+                monkeypatch.setattr(cb, f, getattr(mod, f))
+        net = fastbp.Network(sizes, "tanh", "softmax", "log_likelihood", dtype=dtype, seed=3)
+        with fastbp.use_backend(name):
+            out[name] = net.fit(X, y, 2, m, eta=0.3, lmbda=0.5, **kw)
+    got, want = out["cython"], out["numpy"]
+    # the first sampled mini-batch, before the float32 trajectories drift apart
+    rows = slice(None) if dtype == np.float64 else slice(0, 1)
+    tol = {np.float64: (1e-9, 1e-7), np.float32: (1e-4, 1e-3)}[dtype.type]
+    for c in dx.XSTAT_NAMES:
+        rtol = tol[1] if c in ("gsnr", "noise_scale") else tol[0]
+        if c == "gsnr_zero":
+            rtol = 0
+        np.testing.assert_allclose(got.batch[c][rows], want.batch[c][rows], rtol=rtol,
+                                   err_msg=c)  # fmt: skip
+    for c in ("delta", "z", "a"):
+        g, w = got.histograms[c][rows], want.histograms[c][rows]
+        for i in range(len(g)):
+            for l in range(len(sizes) - 1):
+                hist_close(g[i, l], w[i, l], w[i, l].sum(), f"{c} row {i} layer {l}")

@@ -1,0 +1,63 @@
+"""What each optional statistic group costs alone, on the chapter's net.
+
+    python benchmarks/group_costs.py [--dtype float32|float64] [--rounds 7]
+
+One epoch of ``Network.fit`` on workload A's shapes ([784, 30, 30, 30, 30, 10],
+sigmoid, cross-entropy, mini-batch 10, eta 0.1, lambda 5, 50,000 uniform random
+examples), one BLAS thread, for record=None, record="batch" without groups, each
+group alone and ``stats="all"``; the rows run in turn within every round and each
+ratio is the median over rounds of the row's time over record=None's in the same
+round (the machine's speed drifts over minutes).  Run with OPENBLAS_CORETYPE and
+OPENBLAS_L2_SIZE unset, as the rest of the suite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+import fastbp
+from fastbp import _diagnostics as dx
+
+ROWS = [("record=None", None, None), ("core", "batch", None)]
+ROWS += [(g, "batch", g) for g in dx.GROUPS] + [("all", "batch", "all")]
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dtype", default="float64", choices=("float32", "float64"))
+    ap.add_argument("--rounds", type=int, default=7)
+    args = ap.parse_args(argv)
+    rng = np.random.default_rng(0)
+    X = rng.random((50_000, 784), dtype=args.dtype)
+    y = rng.integers(0, 10, 50_000)
+    net = fastbp.Network([784, 30, 30, 30, 30, 10], activation="sigmoid",
+                         cost="cross_entropy", init="normal_scaled", dtype=args.dtype, seed=1)
+    start = (net.weights, net.biases)
+    times: dict = {label: [] for label, _, _ in ROWS}
+    with threadpool_limits(limits=1):
+        for r in range(args.rounds + 1):  # round 0 warms up
+            for i in range(len(ROWS)):
+                label, record, stats = ROWS[(r + i) % len(ROWS)]
+                net.set_params(*start)
+                net.reset_optimizer()
+                net.reset_stats()
+                t0 = time.perf_counter()
+                net.fit(X, y, epochs=1, batch_size=10, eta=0.1, lmbda=5.0, record=record,
+                        stats=stats, seed=7)
+                if r:
+                    times[label].append(time.perf_counter() - t0)
+    base = np.asarray(times["record=None"])
+    print(f"chapter net, {args.dtype}, {args.rounds} rounds: median s/epoch, ratio to record=None")
+    for label, _, _ in ROWS:
+        t = np.asarray(times[label])
+        print(f"  {label:<12} {np.median(t):8.4f}   {np.median(t / base):6.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
