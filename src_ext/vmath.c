@@ -181,16 +181,3 @@ FASTBP_HIDDEN double fastbp_maxabs(const double *x, ptrdiff_t n)
     memcpy(&r, &m, sizeof r);
     return r;
 }
-
-FASTBP_HIDDEN float fastbp_maxabsf(const float *x, ptrdiff_t n)
-{
-    uint32_t m = 0, b;
-    float r;
-    for (ptrdiff_t i = 0; i < n; i++) {
-        memcpy(&b, x + i, sizeof b);
-        b &= 0x7FFFFFFFU;
-        m = b > m ? b : m;
-    }
-    memcpy(&r, &m, sizeof r);
-    return r;
-}

@@ -7,5 +7,4 @@ void fastbp_vexpf(float *x, ptrdiff_t n);
 void fastbp_vtanh(double *x, ptrdiff_t n);
 void fastbp_vtanhf(float *x, ptrdiff_t n);
 double fastbp_maxabs(const double *x, ptrdiff_t n);
-float fastbp_maxabsf(const float *x, ptrdiff_t n);
 #endif
