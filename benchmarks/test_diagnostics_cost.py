@@ -86,8 +86,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytest
 from _harness import (
-    MIN_ROUNDS,
     MAX_ROUNDS,
+    MIN_ROUNDS,
     ORDER_SEED,
     ROUND_BUDGET,
     SMOKE,

@@ -20,10 +20,17 @@ the same groups.  Every row is checked against the NumPy reference backend.
 
 from __future__ import annotations
 
+import math
+import time
+
+import numpy as np
 import pytest
 from _harness import (
     DTYPES,
+    MAX_ROUNDS,
+    MIN_ROUNDS,
     PEER_THREADS,
+    ROUND_BUDGET,
     SMOKE,
     WORKLOADS,
     annotate,
@@ -35,6 +42,7 @@ from _harness import (
     fit_runner,
     group_name,
     is_installed,
+    pinned_threads,
     problem,
     run_once,
     time_runner,
@@ -172,3 +180,60 @@ def test_gemm_only(benchmark, dtype, threads):
     annotate(
         benchmark, p, runner, "gemm-only", record="none", threads=threads, gemm_flops=w.gemm_flops()
     )
+
+
+#: "A float64" -> (median per-round ratio record=batch / record=None, rounds)
+INTERLEAVED: dict = {}
+
+
+@pytest.mark.parametrize(
+    ("key", "dtype"), [pytest.param(k, d, id=f"{k}-{d}") for k, ds in DTYPES.items() for d in ds]
+)
+def test_stats_cost_interleaved(benchmark, key, dtype):
+    """The statistics cost, record="batch" against record=None (compiled backend, 1
+    thread), the two in turn within every round (each round starting with the other):
+    the ratio is the median over rounds of the two times of the same round, steadier
+    on a shared machine than a ratio of two rows timed minutes apart."""
+    module = backend_or_skip("cython")
+    w = WORKLOADS[key]
+    p = problem(w, dtype)
+    rows = ("none", "batch")
+    runners = {r: contract_runner(module, p, r) for r in rows}
+    times: dict = {r: [] for r in rows}
+    turn = {"r": 0}
+
+    def one_round():
+        r = turn["r"]
+        turn["r"] += 1
+        for i in range(2):
+            row = rows[(r + i) % 2]
+            runners[row].reset()
+            t0 = time.perf_counter()
+            runners[row].run()
+            times[row].append(time.perf_counter() - t0)
+
+    benchmark.group = group_name(w, dtype, 1) + " (interleaved)"
+    with pinned_threads(1):
+        if SMOKE or benchmark.disabled:
+            rounds = 1
+        else:
+            one_round()  # warm-up, not counted
+            warm = sum(t.pop() for t in times.values())
+            turn["r"] = 0
+            rounds = max(MIN_ROUNDS, min(2 * MAX_ROUNDS, math.ceil(4 * ROUND_BUDGET / warm)))
+        benchmark.pedantic(one_round, rounds=rounds, iterations=1)
+    for r in rows:
+        check_fastbp(p, runners[r].result(), runners[r].batches, r)
+    ratio = float(np.median(np.asarray(times["batch"]) / np.asarray(times["none"])))
+    INTERLEAVED[f"{key} {dtype}"] = (ratio, rounds)
+    annotate(benchmark, p, runners["batch"], "fastbp-cython-interleaved", record="batch",
+             threads=1, stats_cost_interleaved=ratio, rounds=rounds)  # fmt: skip
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _print_interleaved():
+    yield
+    if INTERLEAVED:
+        print("\nStatistics cost, record=batch / record=None, interleaved rounds (median):")
+        for name, (ratio, rounds) in INTERLEAVED.items():
+            print(f"  {name:<12} {ratio:6.3f}  ({rounds} rounds)")

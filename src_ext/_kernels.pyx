@@ -843,8 +843,8 @@ cdef int hidden_forward(Net* c, int l, floating* Z, const floating* b, Py_ssize_
     cdef floating* Zr
     cdef floating* Sr
     cdef floating a, s, thr, mid, fa, fs
-    cdef int bad = 0, nlo, nhi
-    cdef Py_ssize_t j0, j1
+    cdef int bad = 0, nlo, nsat
+    cdef Py_ssize_t j0, j1, wlo, wsat
     cdef double suma = 0, sums = 0, ssqa = 0
     cdef double* acc = c.bacc
     cdef int L = c.L
@@ -895,25 +895,34 @@ cdef int hidden_forward(Net* c, int l, floating* Z, const floating* b, Py_ssize_
             else:
                 # |a| <= 1 and 0 <= slope <= 1: summed in the dtype over blocks of
                 # STAT_BLOCK values (16 per float32 vector lane), the blocks in double,
-                # the counts in int lanes: the float32 loop runs at full vector width
+                # the counts in integer lanes as wide as the data's (32-bit for
+                # float32, 64-bit for float64: a compare mask is then added as it is)
                 j0 = 0
                 while j0 < cnt:
                     j1 = min(j0 + STAT_BLOCK, cnt)
                     fa = 0
                     fs = 0
                     nlo = 0
-                    nhi = 0
+                    nsat = 0
+                    wlo = 0
+                    wsat = 0
                     for j in range(j0, j1):
                         a = Zr[j]
                         s = Sr[j]
                         fa += a
                         fs += s
-                        nlo += (s < thr) & (a < mid)
-                        nhi += (s < thr) & (a > mid)
+                        # saturated: slope < thr, low below the midpoint, high the
+                        # rest (the slope is largest at the midpoint: never < thr there)
+                        if floating is double:
+                            wsat += s < thr
+                            wlo += (s < thr) & (a < mid)
+                        else:
+                            nsat += s < thr
+                            nlo += (s < thr) & (a < mid)
                     suma += fa
                     sums += fs
-                    low += nlo
-                    high += nhi
+                    low += nlo + wlo
+                    high += (nsat - nlo) + (wsat - wlo)
                     j0 = j1
         i0 = i1
     # |a| <= 1 for sigmoid, tanh and softsign, so ||A||_F <= sqrt(m n)
