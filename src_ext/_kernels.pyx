@@ -403,18 +403,23 @@ cdef inline double ssq_norm(double ssq, double e) noexcept nogil:
 
 
 cdef double norm_dtype(const floating* x, Py_ssize_t n) noexcept nogil:
-    """||x||_2 of a dtype vector, scaled by a power of two (two passes).
+    """||x||_2 of a dtype vector (float64 outside a safe range: scaled by a power of two).
 
     float32 needs no scaling: the squares of float32 numbers, taken in double, lie in
-    [2e-90, 1.2e77] and sum without overflow or underflow -- one pass, and the same
-    result bit for bit (scaling by a power of two is exact)."""
+    [2e-90, 1.2e77] and sum without overflow or underflow: one pass (scaling by a
+    power of two is exact, so only the order of the sums can differ)."""
     cdef Py_ssize_t i
     cdef double mx, v, s = 0, sc
+    for i in range(n):
+        v = x[i]
+        s += v * v
     if floating is float:
-        for i in range(n):
-            v = x[i]
-            s += v * v
         return sqrt(s)
+    # float64: the plain sum is exact enough when it lies in [2^-900, 2^900] (a square
+    # that underflowed is then below 2^-122 of it); else again, scaled
+    if s >= SAFE_LO and s <= SAFE_HI:
+        return sqrt(s)
+    s = 0
     mx = fastbp_maxabs(x, n)
     if mx == 0 or mx != mx:
         return mx
