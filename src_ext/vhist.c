@@ -33,11 +33,7 @@
 #define FASTBP_HIST_AVX512 1
 #endif
 
-#if defined(__GNUC__) || defined(__clang__)
-#define FASTBP_HIDDEN __attribute__((visibility("hidden")))
-#else
-#define FASTBP_HIDDEN
-#endif
+#include "vcommon.h"
 
 typedef int32_t fastbp_subs[4][FASTBP_HIST_MAX_BINS];
 

@@ -17,11 +17,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#if defined(__GNUC__) || defined(__clang__)
-#define FASTBP_HIDDEN __attribute__((visibility("hidden")))
-#else
-#define FASTBP_HIDDEN
-#endif
+#include "vcommon.h"
 
 static inline double pow2i(int64_t k)
 {

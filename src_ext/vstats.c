@@ -20,11 +20,7 @@
 #include <immintrin.h>
 #endif
 
-#if defined(__GNUC__) || defined(__clang__)
-#define FASTBP_HIDDEN __attribute__((visibility("hidden")))
-#else
-#define FASTBP_HIDDEN
-#endif
+#include "vcommon.h"
 
 #if defined(__AVX512F__)
 /* v^2 / var of 8 parameters where var > 0 (0 elsewhere); cnt += 1 in those lanes. */
@@ -212,6 +208,32 @@ static inline unsigned lane_mask(ptrdiff_t left)
 }
 #endif
 
+/* Without AVX-512: 64 columns at a time, their sums in an array the compiler
+ * vectorises (T the dtype; uses the arguments and sum, z of the functions below). */
+#define MOMENTS_PORTABLE(T)                                                               \
+    do {                                                                                \
+        T s_[64];                                                                       \
+        ptrdiff_t k0_, n_, w_, i_;                                                      \
+        for (k0_ = 0; k0_ < n_in; k0_ += 64) {                                          \
+            w_ = n_in - k0_ < 64 ? n_in - k0_ : 64;                                     \
+            for (j = 0; j < n_out; j++) {                                               \
+                for (i_ = 0; i_ < w_; i_++)                                             \
+                    s_[i_] = 0;                                                         \
+                for (n_ = 0; n_ < m; n_++) {                                            \
+                    T d_ = d2[n_ * n_out + j];                                          \
+                    const T *ar_ = a2 + n_ * n_in + k0_;                                \
+                    for (i_ = 0; i_ < w_; i_++)                                         \
+                        s_[i_] += d_ * ar_[i_];                                         \
+                }                                                                       \
+                for (i_ = 0; i_ < w_; i_++) {                                           \
+                    T v_ = g[j * n_in + k0_ + i_] * ss, var_ = s_[i_] - (T)m * v_ * v_; \
+                    z += !(var_ > 0);                                                   \
+                    sum += var_ > 0 ? (double)(v_ * v_ / var_) : 0.0;                   \
+                }                                                                       \
+            }                                                                           \
+        }                                                                               \
+    } while (0)
+
 FASTBP_HIDDEN double fastbp_moments_gsnr(const double *g, const double *a2, const double *d2,
                                          ptrdiff_t m, ptrdiff_t n_in, ptrdiff_t n_out,
                                          double ss, ptrdiff_t *zero)
@@ -235,26 +257,7 @@ FASTBP_HIDDEN double fastbp_moments_gsnr(const double *g, const double *a2, cons
     sum = _mm512_reduce_add_pd(_mm512_add_pd(acc0, acc1));
     z = n_in * n_out - (ptrdiff_t)_mm512_reduce_add_epi64(cnt);
 #else
-    double s[64];
-    ptrdiff_t k0, n, w, i;
-    for (k0 = 0; k0 < n_in; k0 += 64) {
-        w = n_in - k0 < 64 ? n_in - k0 : 64;
-        for (j = 0; j < n_out; j++) {
-            for (i = 0; i < w; i++)
-                s[i] = 0.0;
-            for (n = 0; n < m; n++) {
-                double d = d2[n * n_out + j];
-                const double *ar = a2 + n * n_in + k0;
-                for (i = 0; i < w; i++)
-                    s[i] += d * ar[i];
-            }
-            for (i = 0; i < w; i++) {
-                double v = g[j * n_in + k0 + i] * ss, var = s[i] - (double)m * v * v;
-                z += !(var > 0);
-                sum += var > 0 ? v * v / var : 0.0;
-            }
-        }
-    }
+    MOMENTS_PORTABLE(double);
     (void)k;
 #endif
     *zero += z;
@@ -283,26 +286,7 @@ FASTBP_HIDDEN double fastbp_moments_gsnrf(const float *g, const float *a2, const
     sum = _mm512_reduce_add_pd(acc);
     z = n_in * n_out - (ptrdiff_t)_mm512_reduce_add_epi32(cnt);
 #else
-    float s[64];
-    ptrdiff_t k0, n, w, i;
-    for (k0 = 0; k0 < n_in; k0 += 64) {
-        w = n_in - k0 < 64 ? n_in - k0 : 64;
-        for (j = 0; j < n_out; j++) {
-            for (i = 0; i < w; i++)
-                s[i] = 0.0f;
-            for (n = 0; n < m; n++) {
-                float d = d2[n * n_out + j];
-                const float *ar = a2 + n * n_in + k0;
-                for (i = 0; i < w; i++)
-                    s[i] += d * ar[i];
-            }
-            for (i = 0; i < w; i++) {
-                float v = g[j * n_in + k0 + i] * ss, var = s[i] - (float)m * v * v;
-                z += !(var > 0);
-                sum += var > 0 ? (double)(v * v / var) : 0.0;
-            }
-        }
-    }
+    MOMENTS_PORTABLE(float);
     (void)k;
 #endif
     *zero += z;
