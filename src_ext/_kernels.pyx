@@ -232,7 +232,7 @@ cdef enum:
     H_A = 250
     N_HIST = 272
     UPDATE_BLOCK = 512  # values per dtype partial sum of update_loop
-    STAT_BLOCK = 256    # values per dtype partial sum of the activation statistics
+    STAT_BLOCK = 1024   # values per dtype partial sum of the activation statistics
     MOMENTS_FUSED_M = 32  # moments: up to this mini-batch size, no BLAS product
     CE_LO = -152        # exponents of the cell table: 2^-152 .. 2^55
     N_CE = 208
@@ -899,7 +899,7 @@ cdef int hidden_forward(Net* c, int l, floating* Z, const floating* b, Py_ssize_
                     sums += Sr[j]
             else:
                 # |a| <= 1 and 0 <= slope <= 1: summed in the dtype over blocks of
-                # STAT_BLOCK values (16 per float32 vector lane), the blocks in double,
+                # STAT_BLOCK values (64 per float32 vector lane), the blocks in double,
                 # the counts in integer lanes as wide as the data's (32-bit for
                 # float32, 64-bit for float64: a compare mask is then added as it is)
                 j0 = 0
