@@ -331,3 +331,21 @@ def test_random_inputs_never_crash(backend):
                 call()
             except (ValueError, TypeError, fastbp.NonFiniteError):
                 pass
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
+def test_finiteness_check_is_exact_where_the_sum_overflows(dtype):
+    """The one-pass check sums in the dtype: a finite array whose sum overflows must
+    still pass, and a single NaN or Inf anywhere must still be caught."""
+    from fastbp._validation import all_finite
+
+    big = np.full((64, 33), np.finfo(dtype).max, dtype=dtype)
+    assert all_finite(big)
+    assert all_finite(np.concatenate([big, -big]))
+    for bad in (np.nan, np.inf, -np.inf):
+        x = big.copy()
+        x[63, 32] = bad
+        assert not all_finite(x)
+        x = np.zeros((5, 7), dtype=dtype)
+        x[2, 3] = bad
+        assert not all_finite(x)
