@@ -116,8 +116,8 @@ FASTBP_HIDDEN double fastbp_gsnr_sumf(const float *g, const float *gm, ptrdiff_t
  * n_out) and a2 (m x n_in) the squared scaled deltas and activations of m examples.
  * For small mini-batches (the caller uses it up to m = 32), where a BLAS product with
  * an inner dimension of m runs far from peak and its n_out x n_in result would be
- * written and read again: here each block of 5 rows x 16 (float: 32) columns keeps its
- * 10 sums in registers through the m steps, then goes straight into the divisions,
+ * written and read again: here each block of 4 rows x 16 (float: 32) columns keeps its
+ * 8 sums in registers through the m steps, then goes straight into the divisions,
  * which overlap the next block's multiply-adds.  Columns outer, rows inner: the
  * m x 16 slice of a2 stays in L1 while every row uses it. */
 #if defined(__AVX512F__)
@@ -140,7 +140,7 @@ FASTBP_INLINE void mom_block(const double *g, const double *a2, const double *d2
                              ptrdiff_t k, __mmask8 k0, __mmask8 k1, const int R, __m512d vss,
                              __m512d vm, __m512d *acc0, __m512d *acc1, __m512i *cnt)
 {
-    __m512d s0[5], s1[5];
+    __m512d s0[4], s1[4];
     ptrdiff_t n;
     int r;
     for (r = 0; r < R; r++)
@@ -177,7 +177,7 @@ FASTBP_INLINE void mom_blockf(const float *g, const float *a2, const float *d2, 
                               __mmask16 k0, __mmask16 k1, const int R, __m512 vss, __m512 vm,
                               __m512d *acc, __m512i *cnt)
 {
-    __m512 s0[5], s1[5], f = _mm512_setzero_ps();
+    __m512 s0[4], s1[4], f = _mm512_setzero_ps();
     ptrdiff_t n;
     int r;
     for (r = 0; r < R; r++)
@@ -196,7 +196,7 @@ FASTBP_INLINE void mom_blockf(const float *g, const float *a2, const float *d2, 
         f = _mm512_add_ps(f, mom_ratio16f(gr, s0[r], k0, vss, vm, cnt));
         f = _mm512_add_ps(f, mom_ratio16f(gr + 16, s1[r], k1, vss, vm, cnt));
     }
-    /* at most 10 float terms per lane, then the sum in double */
+    /* at most 8 float terms per lane, then the sum in double */
     *acc = _mm512_add_pd(*acc, _mm512_cvtps_pd(_mm512_castps512_ps256(f)));
     *acc = _mm512_add_pd(*acc, _mm512_cvtps_pd(_mm256_castpd_ps(
         _mm512_extractf64x4_pd(_mm512_castps_pd(f), 1))));
@@ -247,9 +247,7 @@ FASTBP_HIDDEN double fastbp_moments_gsnr(const double *g, const double *a2, cons
     for (k = 0; k < n_in; k += 16) {
         unsigned lm = lane_mask(n_in - k);
         __mmask8 k0 = (__mmask8)(lm & 0xff), k1 = (__mmask8)(lm >> 8);
-        for (j = 0; j + 5 <= n_out; j += 5)
-            mom_block(g, a2, d2, m, n_in, n_out, j, k, k0, k1, 5, vss, vm, &acc0, &acc1, &cnt);
-        for (; j + 4 <= n_out; j += 4)
+        for (j = 0; j + 4 <= n_out; j += 4)
             mom_block(g, a2, d2, m, n_in, n_out, j, k, k0, k1, 4, vss, vm, &acc0, &acc1, &cnt);
         for (; j + 2 <= n_out; j += 2)
             mom_block(g, a2, d2, m, n_in, n_out, j, k, k0, k1, 2, vss, vm, &acc0, &acc1, &cnt);
@@ -278,9 +276,7 @@ FASTBP_HIDDEN double fastbp_moments_gsnrf(const float *g, const float *a2, const
     __m512i cnt = _mm512_setzero_si512();
     for (k = 0; k < n_in; k += 32) {
         __mmask16 k0 = (__mmask16)lane_mask(n_in - k), k1 = (__mmask16)lane_mask(n_in - k - 16);
-        for (j = 0; j + 5 <= n_out; j += 5)
-            mom_blockf(g, a2, d2, m, n_in, n_out, j, k, k0, k1, 5, vss, vm, &acc, &cnt);
-        for (; j + 4 <= n_out; j += 4)
+        for (j = 0; j + 4 <= n_out; j += 4)
             mom_blockf(g, a2, d2, m, n_in, n_out, j, k, k0, k1, 4, vss, vm, &acc, &cnt);
         for (; j + 2 <= n_out; j += 2)
             mom_blockf(g, a2, d2, m, n_in, n_out, j, k, k0, k1, 2, vss, vm, &acc, &cnt);
