@@ -350,7 +350,8 @@ def _all_finite(arr: np.ndarray) -> bool:
 
 
 def all_finite(arr: np.ndarray) -> bool:
-    """Whether every value of a float array is finite (no temporary array when it is)."""
+    """Whether every value of a float array is finite (no temporary array when it is,
+    unless its sum in its own dtype overflows)."""
     return _all_finite(arr)
 
 
