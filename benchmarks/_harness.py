@@ -457,6 +457,56 @@ def check_peer(p: Problem, res: Result, k: int, rerun: Callable[[int], Result]) 
     return out
 
 
+# --------------------------------------------------------------------------- interleaved
+def interleaved_rounds(
+    runners: dict, benchmark=None, rounds: int | None = None, budget: float = ROUND_BUDGET,
+    max_rounds: int = MAX_ROUNDS,
+) -> tuple[dict, dict, int]:
+    """Time the runners in turn within every round, for ratios that the drift of a shared
+    machine's speed over minutes does not bias.
+
+    Round r runs every runner once (after its reset), starting with the r-th (mod their
+    number).  Returns ``(walls, infos, rounds)``: per runner, the seconds of each
+    counted run and a copy of its ``info`` after the run (what a run reports about
+    itself, e.g. ``validation_s``).  Unless ``rounds`` is given, a warm-up round, not
+    counted, sizes them to about ``budget`` seconds (between MIN_ROUNDS and
+    ``max_rounds``); one round at smoke size or when ``benchmark`` has timing
+    disabled.  With a pytest-benchmark fixture the rounds run through its pedantic mode.
+    """
+    names = list(runners)
+    walls: dict = {name: [] for name in names}
+    infos: dict = {name: [] for name in names}
+    turn = [0]
+
+    def one_round():
+        r = turn[0]
+        turn[0] += 1
+        for i in range(len(names)):
+            name = names[(r + i) % len(names)]
+            runners[name].reset()
+            t0 = time.perf_counter()
+            runners[name].run()
+            walls[name].append(time.perf_counter() - t0)
+            infos[name].append(dict(runners[name].info))
+
+    if rounds is None:
+        if SMOKE or (benchmark is not None and benchmark.disabled):
+            rounds = 1
+        else:
+            one_round()  # warm-up, not counted
+            warm = sum(w.pop() for w in walls.values())
+            for i in infos.values():
+                i.pop()
+            turn[0] = 0
+            rounds = max(MIN_ROUNDS, min(max_rounds, math.ceil(budget / max(warm, 1e-9))))
+    if benchmark is None:
+        for _ in range(rounds):
+            one_round()
+    else:
+        benchmark.pedantic(one_round, rounds=rounds, iterations=1)
+    return walls, infos, rounds
+
+
 # --------------------------------------------------------------------------- timing
 @contextlib.contextmanager
 def validation_timer() -> Iterator[list]:

@@ -45,21 +45,15 @@ PLAN = {
     "C": (("float32", "float64"), 20),
 }
 GOAL = {"A": 1.10, "B": 1.05, "C": 1.05}
-#: issue 7's rows: label -> (fit keyword arguments, goal)
+#: issue 7's goals for the rows of test_diagnostics_cost.FASTBP_ROWS (the others: no goal)
 DIAG_K = 320
-DIAG_ROWS = {
-    "none": ({"record": None}, None),
-    "core": ({"record": "batch"}, None),
-    "pe+noise+distance": (
-        {"record": "batch", "stats": ("per_example", "noise_scale", "distance")}, 1.25),
-    "all": ({"record": "batch", "stats": "all"}, 1.6),
-    "all every=16": ({"record": "batch", "stats": "all", "stats_every": 16}, 1.1),
-}
+DIAG_GOALS = {"pe+noise+distance": 1.25, "all": 1.6, "all-every16": 1.1}
 
 
 def diag_child(dtype: str, row: str) -> None:
     """320 mini-batches of the chapter's net through ``Network.fit`` with a row's stats."""
     import numpy as np
+    from test_diagnostics_cost import FASTBP_ROWS
     from threadpoolctl import threadpool_limits
 
     import fastbp
@@ -77,7 +71,7 @@ def diag_child(dtype: str, row: str) -> None:
     net._chunk = DIAG_K
     with threadpool_limits(limits=1), fastbp.use_backend("cython"):
         net.fit(X, y, epochs=1, batch_size=10, eta=0.1, lmbda=5.0, seed=7,
-                **DIAG_ROWS[row][0])  # fmt: skip
+                **FASTBP_ROWS[row][1])  # fmt: skip
 
 
 def child(key: str, dtype: str, record: str, k: int) -> None:
@@ -169,12 +163,15 @@ def main(argv=None) -> int:
 
 
 def diag_main(kernels: str | None) -> int:
+    from test_diagnostics_cost import FASTBP_ROWS
+
     print(f"Chapter net, {DIAG_K} mini-batches of 10, instructions in train_epoch:")
     print("| dtype | row | Ir | / record=None | goal |")
     print("|---|---|---|---|---|")
     for dtype in ("float64", "float32"):
         base = None
-        for row, (_, goal) in DIAG_ROWS.items():
+        for row in FASTBP_ROWS:
+            goal = DIAG_GOALS.get(row)
             ir = _callgrind(["--diag-child", dtype, row], kernels)
             base = base or ir
             ratio = ir / base

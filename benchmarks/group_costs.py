@@ -17,10 +17,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 
 import numpy as np
-from _harness import validation_timer
+from _harness import Result, Runner, interleaved_rounds, validation_timer
 from threadpoolctl import threadpool_limits
 
 import fastbp
@@ -28,6 +27,24 @@ from fastbp import _diagnostics as dx
 
 ROWS = [("record=None", None, None), ("core", "batch", None)]
 ROWS += [(g, "batch", g) for g in dx.GROUPS] + [("all", "batch", "all")]
+
+
+def fit_row(net, start, X, y, record, stats) -> Runner:
+    """One epoch of ``fit`` with a row's statistics; ``info["validation_s"]`` after a run."""
+    info: dict = {}
+
+    def reset():
+        net.set_params(*start)
+        net.reset_optimizer()
+        net.reset_stats()
+
+    def run():
+        with validation_timer() as checks:
+            net.fit(X, y, epochs=1, batch_size=10, eta=0.1, lmbda=5.0, record=record,
+                    stats=stats, seed=7)  # fmt: skip
+        info["validation_s"] = checks[0]
+
+    return Runner(reset, run, lambda: Result(net.params.copy()), 0, len(X), info)
 
 
 def main(argv=None) -> int:
@@ -41,25 +58,14 @@ def main(argv=None) -> int:
     net = fastbp.Network([784, 30, 30, 30, 30, 10], activation="sigmoid",
                          cost="cross_entropy", init="normal_scaled", dtype=args.dtype, seed=1)
     start = (net.weights, net.biases)
-    times: dict = {label: [] for label, _, _ in ROWS}
+    runners = {label: fit_row(net, start, X, y, record, stats) for label, record, stats in ROWS}
     with threadpool_limits(limits=1):
-        for r in range(args.rounds + 1):  # round 0 warms up
-            for i in range(len(ROWS)):
-                label, record, stats = ROWS[(r + i) % len(ROWS)]
-                net.set_params(*start)
-                net.reset_optimizer()
-                net.reset_stats()
-                with validation_timer() as checks:
-                    t0 = time.perf_counter()
-                    net.fit(X, y, epochs=1, batch_size=10, eta=0.1, lmbda=5.0, record=record,
-                            stats=stats, seed=7)
-                    t = time.perf_counter() - t0
-                if r:
-                    times[label].append(t - checks[0])
-    base = np.asarray(times["record=None"])
+        interleaved_rounds(runners, rounds=1)  # warm-up
+        walls, infos, _ = interleaved_rounds(runners, rounds=args.rounds)
+    times = {k: np.asarray(walls[k]) - [i["validation_s"] for i in infos[k]] for k in runners}
+    base = times["record=None"]
     print(f"chapter net, {args.dtype}, {args.rounds} rounds: median s/epoch, ratio to record=None")
-    for label, _, _ in ROWS:
-        t = np.asarray(times[label])
+    for label, t in times.items():
         print(f"  {label:<12} {np.median(t):8.4f}   {np.median(t / base):6.3f}")
     return 0
 

@@ -83,7 +83,6 @@ import json
 import math
 import os
 import sys
-import time
 import warnings
 from dataclasses import dataclass, field
 
@@ -91,10 +90,8 @@ import numpy as np
 import pytest
 from _harness import (
     MAX_ROUNDS,
-    MIN_ROUNDS,
     ORDER_SEED,
     ROUND_BUDGET,
-    SMOKE,
     WORKLOADS,
     Problem,
     Result,
@@ -102,6 +99,7 @@ from _harness import (
     backend_or_skip,
     check_fastbp,
     check_peer,
+    interleaved_rounds,
     is_installed,
     pinned_threads,
     problem,
@@ -679,35 +677,15 @@ def test_fastbp_interleaved(benchmark, kind, dtype):
     p = _problem(kind, dtype)
     rows = list(FASTBP_ROWS)
     runners = {row: fastbp_runner(p, row) for row in rows}
-    times: dict = {row: [] for row in rows}  # fit minus its validation of X and y
-    walls: dict = {row: [] for row in rows}  # fit, all of it
-    turn = {"r": 0}
-
-    def one_round():
-        r = turn["r"]
-        turn["r"] += 1
-        for i in range(len(rows)):
-            row = rows[(r + i) % len(rows)]
-            runners[row].reset()
-            t0 = time.perf_counter()
-            runners[row].run()
-            wall = time.perf_counter() - t0
-            walls[row].append(wall)
-            times[row].append(wall - runners[row].info["validation_s"])
-
     benchmark.group = group_of(kind, dtype) + "-interleaved"
     with pinned_threads(1):
-        if SMOKE or benchmark.disabled:
-            rounds = 1
-        else:
-            one_round()  # warm-up, not counted
-            warm = sum(t[-1] for t in times.values())
-            for t in (*times.values(), *walls.values()):
-                t.clear()
-            turn["r"] = 0
-            budget = 5 * ROUND_BUDGET
-            rounds = max(MIN_ROUNDS, min(MAX_ROUNDS, math.ceil(budget / max(warm, 1e-9))))
-        benchmark.pedantic(one_round, rounds=rounds, iterations=1)
+        walls, infos, rounds = interleaved_rounds(
+            runners, benchmark, budget=5 * ROUND_BUDGET, max_rounds=MAX_ROUNDS
+        )
+    # the training: fit minus its validation of X and y
+    times = {
+        row: [w - i["validation_s"] for w, i in zip(walls[row], infos[row])] for row in rows
+    }
     base = np.asarray(times["record=None"])
     wall_base = np.asarray(walls["record=None"])
     w = p.workload

@@ -20,15 +20,11 @@ the same groups.  Every row is checked against the NumPy reference backend.
 
 from __future__ import annotations
 
-import math
-import time
-
 import numpy as np
 import pytest
 from _harness import (
     DTYPES,
     MAX_ROUNDS,
-    MIN_ROUNDS,
     PEER_THREADS,
     ROUND_BUDGET,
     SMOKE,
@@ -41,6 +37,7 @@ from _harness import (
     contract_runner,
     fit_runner,
     group_name,
+    interleaved_rounds,
     is_installed,
     pinned_threads,
     problem,
@@ -199,29 +196,11 @@ def test_stats_cost_interleaved(benchmark, key, dtype):
     p = problem(w, dtype)
     rows = ("none", "batch")
     runners = {r: contract_runner(module, p, r) for r in rows}
-    times: dict = {r: [] for r in rows}
-    turn = {"r": 0}
-
-    def one_round():
-        r = turn["r"]
-        turn["r"] += 1
-        for i in range(2):
-            row = rows[(r + i) % 2]
-            runners[row].reset()
-            t0 = time.perf_counter()
-            runners[row].run()
-            times[row].append(time.perf_counter() - t0)
-
     benchmark.group = group_name(w, dtype, 1) + " (interleaved)"
     with pinned_threads(1):
-        if SMOKE or benchmark.disabled:
-            rounds = 1
-        else:
-            one_round()  # warm-up, not counted
-            warm = sum(t.pop() for t in times.values())
-            turn["r"] = 0
-            rounds = max(MIN_ROUNDS, min(2 * MAX_ROUNDS, math.ceil(4 * ROUND_BUDGET / warm)))
-        benchmark.pedantic(one_round, rounds=rounds, iterations=1)
+        times, _, rounds = interleaved_rounds(
+            runners, benchmark, budget=4 * ROUND_BUDGET, max_rounds=2 * MAX_ROUNDS
+        )
     for r in rows:
         check_fastbp(p, runners[r].result(), runners[r].batches, r)
     ratio = float(np.median(np.asarray(times["batch"]) / np.asarray(times["none"])))

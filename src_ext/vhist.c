@@ -190,34 +190,66 @@ static inline __m256i decade_bins8(__m512d v, __mmask8 k, const fastbp_decades *
 }
 #endif
 
-FASTBP_HIDDEN void fastbp_hist_decades(const double *x, const double *b, ptrdiff_t rows,
-                                       ptrdiff_t n, const fastbp_decades *t, int32_t *h)
+#if defined(FASTBP_HIST_AVX512)
+/* One step of 8 doubles (w of them; plus b if not NULL): their bins into bins[]. */
+static inline void decade_step8(const double *x, const double *b, ptrdiff_t w,
+                                const fastbp_decades *t, int *bins)
 {
+    __mmask8 k = (__mmask8)((1u << w) - 1u), ex;
+    __m512d v = _mm512_maskz_loadu_pd(k, x);
+    double vals[8];
+    if (b)
+        v = _mm512_add_pd(v, _mm512_maskz_loadu_pd(k, b));
+    _mm256_storeu_si256((__m256i *)bins, decade_bins8(v, k, t, &ex));
+    if (ex) {
+        _mm512_storeu_pd(vals, v);
+        for (; ex; ex &= (__mmask8)(ex - 1))
+            bins[__builtin_ctz((unsigned)ex)] = decade_exact(vals[__builtin_ctz((unsigned)ex)], t);
+    }
+}
+
+/* The same for 16 floats, classified from their own bits. */
+static inline void decade_step16(const float *x, const float *b, ptrdiff_t w,
+                                 const fastbp_decades *t, int *bins)
+{
+    __mmask16 k = (__mmask16)((1u << w) - 1u), ex;
+    __m512 v = _mm512_maskz_loadu_ps(k, x);
+    float vals[16];
+    if (b)
+        v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(k, b));
+    _mm512_storeu_si512(bins, decade_bins16(v, k, t, &ex));
+    if (ex) {
+        _mm512_storeu_ps(vals, v);
+        for (; ex; ex &= (__mmask16)(ex - 1))
+            bins[__builtin_ctz((unsigned)ex)] =
+                decade_exact((double)vals[__builtin_ctz((unsigned)ex)], t);
+    }
+}
+#endif
+
+/* Both dtypes in one body (f32 a constant once inlined): rows x n values, plus the row
+ * b if not NULL, counted one step behind their classification. */
+static inline __attribute__((always_inline)) void hist_decades_any(
+    const void *x, const void *b, const int f32, ptrdiff_t rows, ptrdiff_t n,
+    const fastbp_decades *t, int32_t *h)
+{
+    const double *xd = (const double *)x, *bd = (const double *)b;
+    const float *xf = (const float *)x, *bf = (const float *)b;
     fastbp_subs sub;
     memset(sub, 0, sizeof sub);
 #if defined(FASTBP_HIST_AVX512)
     {
-        int bins[2][8];
-        double vals[8];
+        const ptrdiff_t W = f32 ? 16 : 8;
+        int bins[2][16];
         ptrdiff_t r, j, w_prev = 0;
         int cur = 0;
         for (r = 0; r < rows; r++) {
-            const double *xr = x + r * n;
-            for (j = 0; j < n; j += 8) {
-                ptrdiff_t w = n - j < 8 ? n - j : 8;
-                __mmask8 k = (__mmask8)((1u << w) - 1u), ex;
-                __m512d v = _mm512_maskz_loadu_pd(k, xr + j);
-                if (b)
-                    v = _mm512_add_pd(v, _mm512_maskz_loadu_pd(k, b + j));
-                _mm256_storeu_si256((__m256i *)bins[cur], decade_bins8(v, k, t, &ex));
-                if (ex) {
-                    _mm512_storeu_pd(vals, v);
-                    while (ex) {
-                        int l = __builtin_ctz((unsigned)ex);
-                        bins[cur][l] = decade_exact(vals[l], t);
-                        ex &= (__mmask8)(ex - 1);
-                    }
-                }
+            for (j = 0; j < n; j += W) {
+                ptrdiff_t w = n - j < W ? n - j : W;
+                if (f32)
+                    decade_step16(xf + r * n + j, bf ? bf + j : NULL, w, t, bins[cur]);
+                else
+                    decade_step8(xd + r * n + j, bd ? bd + j : NULL, w, t, bins[cur]);
                 count_bins(sub, bins[cur ^ 1], w_prev);
                 w_prev = w;
                 cur ^= 1;
@@ -226,50 +258,24 @@ FASTBP_HIDDEN void fastbp_hist_decades(const double *x, const double *b, ptrdiff
         count_bins(sub, bins[cur ^ 1], w_prev);
     }
 #else
-    FASTBP_DECADES_PORTABLE(double, x, b, rows, n, t, sub);
+    if (f32)
+        FASTBP_DECADES_PORTABLE(float, xf, bf, rows, n, t, sub);
+    else
+        FASTBP_DECADES_PORTABLE(double, xd, bd, rows, n, t, sub);
 #endif
     merge_subs(h, sub, t->n_bins);
+}
+
+FASTBP_HIDDEN void fastbp_hist_decades(const double *x, const double *b, ptrdiff_t rows,
+                                       ptrdiff_t n, const fastbp_decades *t, int32_t *h)
+{
+    hist_decades_any(x, b, 0, rows, n, t, h);
 }
 
 FASTBP_HIDDEN void fastbp_hist_decadesf(const float *x, const float *b, ptrdiff_t rows,
                                         ptrdiff_t n, const fastbp_decades *t, int32_t *h)
 {
-    fastbp_subs sub;
-    memset(sub, 0, sizeof sub);
-#if defined(FASTBP_HIST_AVX512)
-    {
-        int bins[2][16];
-        float vals[16];
-        ptrdiff_t r, j, w_prev = 0;
-        int cur = 0;
-        for (r = 0; r < rows; r++) {
-            const float *xr = x + r * n;
-            for (j = 0; j < n; j += 16) {
-                ptrdiff_t w = n - j < 16 ? n - j : 16;
-                __mmask16 k = (__mmask16)((1u << w) - 1u), ex;
-                __m512 v = _mm512_maskz_loadu_ps(k, xr + j);
-                if (b)
-                    v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(k, b + j));
-                _mm512_storeu_si512(bins[cur], decade_bins16(v, k, t, &ex));
-                if (ex) {
-                    _mm512_storeu_ps(vals, v);
-                    while (ex) {
-                        int l = __builtin_ctz((unsigned)ex);
-                        bins[cur][l] = decade_exact((double)vals[l], t);
-                        ex &= (__mmask16)(ex - 1);
-                    }
-                }
-                count_bins(sub, bins[cur ^ 1], w_prev);
-                w_prev = w;
-                cur ^= 1;
-            }
-        }
-        count_bins(sub, bins[cur ^ 1], w_prev);
-    }
-#else
-    FASTBP_DECADES_PORTABLE(float, x, b, rows, n, t, sub);
-#endif
-    merge_subs(h, sub, t->n_bins);
+    hist_decades_any(x, b, 1, rows, n, t, h);
 }
 
 #if defined(FASTBP_HIST_AVX512)
@@ -288,9 +294,15 @@ static inline __m256i linear_bins8(__m512d a, __mmask8 k, __m512d vlo, __m512d v
 }
 #endif
 
-FASTBP_HIDDEN void fastbp_hist_linear(const double *x, ptrdiff_t n, double lo, double hi,
-                                      double scale, int n_linear, int32_t *h)
+/* Both dtypes in one body: f32 is a constant once inlined, so each entry point keeps
+ * only its own loads (float32 is converted to double, 8 values per step: the bins are
+ * computed in double either way). */
+static inline __attribute__((always_inline)) void hist_linear_any(
+    const void *x, const int f32, ptrdiff_t n, double lo, double hi, double scale,
+    int n_linear, int32_t *h)
 {
+    const double *xd = (const double *)x;
+    const float *xf = (const float *)x;
     fastbp_subs sub;
     ptrdiff_t i = 0;
     memset(sub, 0, sizeof sub);
@@ -304,7 +316,8 @@ FASTBP_HIDDEN void fastbp_hist_linear(const double *x, ptrdiff_t n, double lo, d
         for (; i < n; i += 8) {
             ptrdiff_t w = n - i < 8 ? n - i : 8;
             __mmask8 k = (__mmask8)((1u << w) - 1u);
-            __m512d a = _mm512_maskz_loadu_pd(k, x + i);
+            __m512d a = f32 ? _mm512_cvtps_pd(_mm256_maskz_loadu_ps(k, xf + i))
+                            : _mm512_maskz_loadu_pd(k, xd + i);
             _mm256_storeu_si256((__m256i *)bins[cur],
                                 linear_bins8(a, k, vlo, vhi, vscale, n_linear));
             count_bins(sub, bins[cur ^ 1], w_prev);
@@ -315,37 +328,18 @@ FASTBP_HIDDEN void fastbp_hist_linear(const double *x, ptrdiff_t n, double lo, d
     }
 #endif
     for (; i < n; i++)
-        sub[i & 3][linear_bin(x[i], lo, hi, scale, n_linear)] += 1;
+        sub[i & 3][linear_bin(f32 ? (double)xf[i] : xd[i], lo, hi, scale, n_linear)] += 1;
     merge_subs(h, sub, n_linear + 2);
+}
+
+FASTBP_HIDDEN void fastbp_hist_linear(const double *x, ptrdiff_t n, double lo, double hi,
+                                      double scale, int n_linear, int32_t *h)
+{
+    hist_linear_any(x, 0, n, lo, hi, scale, n_linear, h);
 }
 
 FASTBP_HIDDEN void fastbp_hist_linearf(const float *x, ptrdiff_t n, double lo, double hi,
                                        double scale, int n_linear, int32_t *h)
 {
-    fastbp_subs sub;
-    ptrdiff_t i = 0;
-    memset(sub, 0, sizeof sub);
-#if defined(FASTBP_HIST_AVX512)
-    {
-        int bins[2][8];
-        const __m512d vlo = _mm512_set1_pd(lo), vhi = _mm512_set1_pd(hi);
-        const __m512d vscale = _mm512_set1_pd(scale);
-        ptrdiff_t w_prev = 0;
-        int cur = 0;
-        for (; i < n; i += 8) {
-            ptrdiff_t w = n - i < 8 ? n - i : 8;
-            __mmask8 k = (__mmask8)((1u << w) - 1u);
-            __m512d a = _mm512_cvtps_pd(_mm256_maskz_loadu_ps(k, x + i));
-            _mm256_storeu_si256((__m256i *)bins[cur],
-                                linear_bins8(a, k, vlo, vhi, vscale, n_linear));
-            count_bins(sub, bins[cur ^ 1], w_prev);
-            w_prev = w;
-            cur ^= 1;
-        }
-        count_bins(sub, bins[cur ^ 1], w_prev);
-    }
-#endif
-    for (; i < n; i++)
-        sub[i & 3][linear_bin((double)x[i], lo, hi, scale, n_linear)] += 1;
-    merge_subs(h, sub, n_linear + 2);
+    hist_linear_any(x, 1, n, lo, hi, scale, n_linear, h);
 }

@@ -73,7 +73,7 @@ def _kernel_variant_params():
     variant module directly, since they are built with different instruction sets and
     optimisation flags (see CMakeLists.txt).
     """
-    import importlib
+    from helpers import kernel_variants
 
     params = [pytest.param("numpy", id="numpy")]
     numba_info = _backend_report()["numba"]
@@ -83,21 +83,11 @@ def _kernel_variant_params():
         reason = f'numba backend unavailable ({numba_info.reason}); run `pip install ".[numba]"`'
         params.append(pytest.param("numba", id="numba", marks=pytest.mark.skip(reason=reason)))
     try:
-        from fastbp._backends import cython_backend as cb
+        variants = kernel_variants()
     except ImportError as exc:
         return params + [pytest.param("cython", id="cython", marks=pytest.mark.skip(
             reason=f"compiled backend not built ({exc}); run `pip install .`"))]
-    variants = getattr(cb, "VARIANTS", {"baseline": ("fastbp._kernels", ())})
-    features = cb._cpu_features() if hasattr(cb, "_cpu_features") else {}
-    for name, (module, needs) in variants.items():
-        if not all(features.get(f, False) for f in needs):
-            continue  # not runnable on this CPU
-        try:
-            importlib.import_module(module)
-        except ImportError:
-            continue
-        params.append(pytest.param(module, id=f"cython-{name}"))
-    return params
+    return params + [pytest.param(module, id=f"cython-{name}") for name, module in variants]
 
 
 @pytest.fixture(params=_kernel_variant_params())

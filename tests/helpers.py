@@ -25,6 +25,27 @@ def compiled_available():
     return backend_report()["cython"].available
 
 
+def kernel_variants():
+    """(name, module) of every compiled variant (baseline / avx2 / avx512) this CPU runs
+    and this build has; raises ImportError when the compiled backend is not built."""
+    import importlib
+
+    from fastbp._backends import cython_backend as cb
+
+    variants = getattr(cb, "VARIANTS", {"baseline": ("fastbp._kernels", ())})
+    features = cb._cpu_features() if hasattr(cb, "_cpu_features") else {}
+    out = []
+    for name, (module, needs) in variants.items():
+        if not all(features.get(f, False) for f in needs):
+            continue  # not runnable on this CPU
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            continue
+        out.append((name, module))
+    return out
+
+
 # ---------------------------------------------------------------------------
 # Problems
 # ---------------------------------------------------------------------------

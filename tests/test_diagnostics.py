@@ -16,7 +16,7 @@ import pickle
 
 import numpy as np
 import pytest
-from helpers import fit_orders, make_targets, reference_of
+from helpers import fit_orders, kernel_variants, make_targets, reference_of
 
 import fastbp
 from fastbp import _diagnostics as dx
@@ -420,23 +420,10 @@ def test_decade_bins_exact_at_the_edges(backend, dt):
 
 def _kernel_variants():
     """Every compiled variant (baseline / avx2 / avx512) this CPU runs, by module name."""
-    import importlib
-
     try:
-        from fastbp._backends import cython_backend as cb
+        return [pytest.param(module, id=name) for name, module in kernel_variants()]
     except ImportError as exc:
         return [pytest.param(None, marks=pytest.mark.skip(reason=f"not compiled: {exc}"))]
-    features = cb._cpu_features()
-    out = []
-    for name, (module, needs) in cb.VARIANTS.items():
-        if not all(features.get(f, False) for f in needs):
-            continue
-        try:
-            importlib.import_module(module)
-        except ImportError:
-            continue
-        out.append(pytest.param(module, id=name))
-    return out
 
 
 @pytest.mark.parametrize("module", _kernel_variants())
