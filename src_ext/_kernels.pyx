@@ -1617,17 +1617,18 @@ cdef void diag_layer(Net* c, DiagC* dg, int l, const floating* P, const floating
             A2 = <floating*> c.A2
             GM = <floating*> c.GM
             sa = pow2(-<int> pow2_exponent(c.nrmX if l == 0 else acc[B_NRMA * L + l - 1]))
-            for i in range(m * n_out):
-                v = D[i] * sd
-                D2[i] = <floating> (v * v)
-            for i in range(m * n_in):
-                v = A[i] * sa
-                A2[i] = <floating> (v * v)
+            # the squared scaled deltas, and their column sums (the biases' second
+            # moments) in the same pass
             for j in range(n_out):
                 c.c2[j] = 0
             for i in range(m):
                 for j in range(n_out):
+                    v = D[i * n_out + j] * sd
+                    D2[i * n_out + j] = <floating> (v * v)
                     c.c2[j] += D2[i * n_out + j]
+            for i in range(m * n_in):
+                v = A[i] * sa
+                A2[i] = <floating> (v * v)
             ss = sd * sa
             GW = G + c.w_off[l]
             # sum_n g_n^2 of every weight = (delta^2)^T (a^2), scaled by (sd sa)^2
