@@ -714,6 +714,14 @@ def _decade_table():
     return np.ascontiguousarray(np.clip(i, 0, N_DECADES - 1), dtype=np.intc)
 
 
+def _decade_layout():
+    """The constants of fastbp_decades (vhist.h) besides its tables, as the workspace
+    sets them (for benchmarks/micro/kernels.py, which drives vhist.c alone)."""
+    return dict(ce_lo=CE_LO, n_ce=N_CE, e2_min=E2_MIN, n_e2=N_E2, decade_min=DECADE_MIN,
+                n_decades=N_DECADES, zero_bin=ZERO_BIN, ambiguous=AMBIGUOUS,
+                n_bins=N_DECADE_BINS)
+
+
 cdef void* _ptr(arr) except NULL:
     cdef const unsigned char[::1] mv
     if arr.size == 0:
