@@ -363,7 +363,7 @@ def _read_network(reader: _Reader) -> Any:
         b[...] = reader.array(f"biases_{l}", dtype, b.shape)
     if not np.all(np.isfinite(params)):
         raise reader.fail("the parameters hold NaN or Inf values")
-    velocity = np.zeros_like(params)
+    velocity = np.zeros(params.shape, dtype=params.dtype)  # unmapped until used
     n_updates = 0
     rng = None
     stats_start = noise_ema = None

@@ -264,7 +264,9 @@ class Network:
             for view, b in zip(layout.bias_views(params), bs, strict=True):
                 view[...] = b
             init_name = "explicit"
-        self._setup(layout, params, np.zeros_like(params), 0, init_name)
+        # np.zeros, not zeros_like: its pages stay unmapped until momentum first
+        # writes them, so plain SGD never holds a second copy of the parameters
+        self._setup(layout, params, np.zeros(layout.n_params, dtype=dt), 0, init_name)
 
     def _setup(self, layout: Layout, params, velocity, n_updates: int, init_name: str) -> None:
         self._layout = layout

@@ -315,3 +315,33 @@ def test_saturated_sigmoid_gradient(backend, dt, z):
     assert float(g.biases[0][0]) == pytest.approx(exact, rel=rtol)
     assert g.stats["speed"][0] == pytest.approx(exact, rel=rtol)
     assert g.stats["slope_mean"][0] == pytest.approx(e / (1 + e) ** 2, rel=rtol)
+
+
+def test_import_and_training_import_no_optional_or_peer_library():
+    """``import fastbp`` and a whole fit / evaluate / predict on the compiled backend
+    load none of the optional extras (numba, matplotlib, pandas, tensorboardX,
+    scikit-learn) nor any peer of the benchmarks (PyTorch, JAX): they stay out of a
+    training script's start-up time and memory."""
+    import subprocess
+    import sys
+
+    if not fastbp.backends()["cython"].available:
+        pytest.skip("without the compiled backend, fit falls back to numba by design")
+    heavy = {"numba", "llvmlite", "matplotlib", "pandas", "tensorboardX", "sklearn",
+             "torch", "jax", "jaxlib"}
+    code = (
+        "import sys, numpy as np, fastbp\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules}))\n"
+        "rng = np.random.default_rng(0)\n"
+        "X, y = rng.standard_normal((60, 5)), rng.integers(0, 3, 60)\n"
+        "net = fastbp.Network([5, 7, 3], seed=0)\n"
+        "h = net.fit(X, y, epochs=2, batch_size=10, eta=0.1, record='batch', stats='all')\n"
+        "net.accuracy(X, y); net.cost(X, y); net.predict(X)\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules}))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "FASTBP_BACKEND": "cython"})
+    assert proc.returncode == 0, proc.stderr
+    after_import, after_fit = (set(eval(line)) for line in proc.stdout.strip().splitlines()[-2:])
+    assert not after_import & heavy, f"import fastbp loaded {sorted(after_import & heavy)}"
+    assert not after_fit & heavy, f"training loaded {sorted(after_fit & heavy)}"
