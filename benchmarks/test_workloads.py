@@ -209,6 +209,46 @@ def test_stats_cost_interleaved(benchmark, key, dtype):
              threads=1, stats_cost_interleaved=ratio, rounds=rounds)  # fmt: skip
 
 
+#: "B float32 2t" -> {row: median seconds}, {goal: median per-round ratio}, rounds
+B_INTERLEAVED: dict = {}
+
+#: B's interleaved rows: fastbp's goal row and what its goals compare it with.
+B_PEERS = ("jax-loop", "jax-scan")
+
+
+@pytest.mark.parametrize("threads", PEER_THREADS["B"], ids=[f"{t}t" for t in PEER_THREADS["B"]])
+def test_b_interleaved(benchmark, threads):
+    """B's goals with every row timed in turn within each round: fastbp (record="batch",
+    compiled backend), the same products alone with SciPy's BLAS and JAX's two
+    programs (the fastest peers; PyTorch is twice as slow).  The ratios are medians
+    over rounds of ratios within a round: under the drift of a shared machine,
+    two-thread rows timed minutes apart differ by more than the goals' margins."""
+    module = backend_or_skip("cython")
+    w = WORKLOADS["B"]
+    dtype = DTYPES["B"][0]
+    p = problem(w, dtype)
+    runners = {"fastbp": contract_runner(module, p, "batch")}
+    runners["gemm-only"] = gemm_only(p, w.n_batches)
+    for peer in B_PEERS:
+        if is_installed(NEEDS[peer]) is None:
+            runners[peer] = FACTORIES[peer](p, w.n_batches, "none")
+    benchmark.group = group_name(w, dtype, threads) + " (interleaved)"
+    with pinned_threads(threads):
+        times, _, rounds = interleaved_rounds(runners, benchmark, budget=4 * ROUND_BUDGET)
+    check_fastbp(p, runners["fastbp"].result(), runners["fastbp"].batches, "batch")
+    t = {name: np.asarray(v) for name, v in times.items()}
+    ratios = {"GEMM-alone / fastbp": float(np.median(t["gemm-only"] / t["fastbp"]))}
+    peers = [name for name in B_PEERS if name in t]
+    if peers:
+        fastest = np.min(np.stack([t[name] for name in peers]), axis=0)
+        ratios["fastbp / fastest peer"] = float(np.median(t["fastbp"] / fastest))
+    medians = {name: float(np.median(v)) for name, v in t.items()}
+    B_INTERLEAVED[f"B {dtype} {threads}t"] = (medians, ratios, rounds)
+    annotate(benchmark, p, runners["fastbp"], "fastbp-cython-interleaved", record="batch",
+             threads=threads, interleaved_medians=medians, interleaved_ratios=ratios,
+             rounds=rounds)  # fmt: skip
+
+
 @pytest.fixture(scope="module", autouse=True)
 def _print_interleaved():
     yield
@@ -216,3 +256,10 @@ def _print_interleaved():
         print("\nStatistics cost, record=batch / record=None, interleaved rounds (median):")
         for name, (ratio, rounds) in INTERLEAVED.items():
             print(f"  {name:<12} {ratio:6.3f}  ({rounds} rounds)")
+    if B_INTERLEAVED:
+        print("\nB, rows interleaved round by round (seconds per epoch, median; goals: "
+              "fastbp / fastest peer <= 1.0, GEMM-alone / fastbp >= 0.75):")
+        for name, (medians, ratios, rounds) in B_INTERLEAVED.items():
+            rows = ", ".join(f"{row} {sec:.3g}" for row, sec in medians.items())
+            goals = ", ".join(f"{goal} {r:.3f}" for goal, r in ratios.items())
+            print(f"  {name} ({rounds} rounds): {rows}; {goals}")
