@@ -322,6 +322,7 @@ def test_import_and_training_import_no_optional_or_peer_library():
     load none of the optional extras (numba, matplotlib, pandas, tensorboardX,
     scikit-learn) nor any peer of the benchmarks (PyTorch, JAX): they stay out of a
     training script's start-up time and memory."""
+    import json
     import subprocess
     import sys
 
@@ -330,18 +331,20 @@ def test_import_and_training_import_no_optional_or_peer_library():
     heavy = {"numba", "llvmlite", "matplotlib", "pandas", "tensorboardX", "sklearn",
              "torch", "jax", "jaxlib"}
     code = (
-        "import sys, numpy as np, fastbp\n"
-        "print(sorted({m.split('.')[0] for m in sys.modules}))\n"
+        "import json, sys, numpy as np, fastbp\n"
+        "top = lambda: json.dumps(sorted({m.split('.')[0] for m in sys.modules}))\n"
+        "print(top())\n"
         "rng = np.random.default_rng(0)\n"
         "X, y = rng.standard_normal((60, 5)), rng.integers(0, 3, 60)\n"
         "net = fastbp.Network([5, 7, 3], seed=0)\n"
         "h = net.fit(X, y, epochs=2, batch_size=10, eta=0.1, record='batch', stats='all')\n"
         "net.accuracy(X, y); net.cost(X, y); net.predict(X)\n"
-        "print(sorted({m.split('.')[0] for m in sys.modules}))\n"
+        "print(top())\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=120, env={**os.environ, "FASTBP_BACKEND": "cython"})
     assert proc.returncode == 0, proc.stderr
-    after_import, after_fit = (set(eval(line)) for line in proc.stdout.strip().splitlines()[-2:])
+    lines = proc.stdout.strip().splitlines()[-2:]
+    after_import, after_fit = (set(json.loads(line)) for line in lines)
     assert not after_import & heavy, f"import fastbp loaded {sorted(after_import & heavy)}"
     assert not after_fit & heavy, f"training loaded {sorted(after_fit & heavy)}"
