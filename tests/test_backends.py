@@ -317,7 +317,7 @@ def test_saturated_sigmoid_gradient(backend, dt, z):
     assert g.stats["slope_mean"][0] == pytest.approx(e / (1 + e) ** 2, rel=rtol)
 
 
-def test_import_and_training_import_no_optional_or_peer_library():
+def test_import_and_training_import_no_optional_or_peer_library(tmp_path):
     """``import fastbp`` and a whole fit / evaluate / predict on the compiled backend
     load none of the optional extras (numba, matplotlib, pandas, tensorboardX,
     scikit-learn) nor any peer of the benchmarks (PyTorch, JAX): they stay out of a
@@ -341,8 +341,11 @@ def test_import_and_training_import_no_optional_or_peer_library():
         "net.accuracy(X, y); net.cost(X, y); net.predict(X)\n"
         "print(top())\n"
     )
+    # run outside the source tree: `python -c` puts the working directory first on
+    # sys.path, and the tree's fastbp/ has no compiled extension when CI tests a wheel
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=120, env={**os.environ, "FASTBP_BACKEND": "cython"})
+                          timeout=120, cwd=tmp_path,
+                          env={**os.environ, "FASTBP_BACKEND": "cython"})
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.strip().splitlines()[-2:]
     after_import, after_fit = (set(json.loads(line)) for line in lines)
