@@ -259,6 +259,9 @@ cdef enum:
 
 cdef double SAFE_LO = 2.0 ** -900
 cdef double SAFE_HI = 2.0 ** 900
+# the powers of two a float holds as normal numbers
+cdef double FLT_POW2_LO = 2.0 ** -126
+cdef double FLT_POW2_HI = 2.0 ** 127
 
 
 def _check_codes():
@@ -1578,6 +1581,7 @@ cdef void diag_layer(Net* c, DiagC* dg, int l, const floating* P, const floating
     cdef double* acc = c.bacc
     cdef double dm = <double> m, sd, sa, ss, v, q, qd, qa, sq = 0, pe_sum = 0, pe_max = 0
     cdef double g2, gn, sp, tr = NAN, var, gs = 0, beta = dg.beta
+    cdef floating fv, fsa
     # deltas scaled by a power of two near 1 / ||Delta_l|| (carried as ssq * 4^e):
     # squares neither underflow in deep nets nor overflow
     sd = pow2(-<int> (pow2_exponent(sqrt(acc[B_SSQD * L + l])) + acc[B_EXPD * L + l]))
@@ -1634,9 +1638,18 @@ cdef void diag_layer(Net* c, DiagC* dg, int l, const floating* P, const floating
                     v = D[i * n_out + j] * sd
                     D2[i * n_out + j] = <floating> (v * v)
                     c.c2[j] += D2[i * n_out + j]
-            for i in range(m * n_in):
-                v = A[i] * sa
-                A2[i] = <floating> (v * v)
+            if floating is float and FLT_POW2_LO <= sa <= FLT_POW2_HI:
+                # in float, 16 lanes and no conversions: the same bits as the double
+                # path below, since fsa is a power of two float holds exactly (a
+                # scaled value below float's normal range squares to 0 either way)
+                fsa = <floating> sa
+                for i in range(m * n_in):
+                    fv = A[i] * fsa
+                    A2[i] = fv * fv
+            else:
+                for i in range(m * n_in):
+                    v = A[i] * sa
+                    A2[i] = <floating> (v * v)
             ss = sd * sa
             GW = G + c.w_off[l]
             # sum_n g_n^2 of every weight = (delta^2)^T (a^2), scaled by (sd sa)^2
