@@ -910,7 +910,7 @@ cdef int hidden_forward(Net* c, int l, floating* Z, const floating* b, Py_ssize_
                     sums += Sr[j]
             else:
                 # |a| <= 1 and 0 <= slope <= 1: summed in the dtype over blocks of
-                # STAT_BLOCK values (64 per float32 vector lane), the blocks in double,
+                # STAT_BLOCK values (at most 64 per float32 vector lane), the blocks in double,
                 # the counts in integer lanes as wide as the data's (32-bit for
                 # float32, 64-bit for float64: a compare mask is then added as it is)
                 # the two halves side by side: two chains of adds per sum, so that
