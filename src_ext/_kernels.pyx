@@ -887,9 +887,9 @@ cdef int hidden_forward(Net* c, int l, floating* Z, const floating* b, Py_ssize_
     cdef floating* S = <floating*> c.S + c.act_off[l]
     cdef floating* Zr
     cdef floating* Sr
-    cdef floating a, s, thr, mid, fa, fs, a2, s2, fa2, fs2
-    cdef int bad = 0, nlo, nsat, nlo2, nsat2
-    cdef Py_ssize_t j0, j1, wlo, wsat, wlo2, wsat2, h
+    cdef floating a, s, thr, mid, fa, fs
+    cdef int bad = 0, nlo, nsat
+    cdef Py_ssize_t j0, j1, wlo, wsat
     cdef double suma = 0, sums = 0, ssqa = 0
     cdef double* acc = c.bacc
     cdef int L = c.L
@@ -939,60 +939,36 @@ cdef int hidden_forward(Net* c, int l, floating* Z, const floating* b, Py_ssize_
                     sums += Sr[j]
             else:
                 # |a| <= 1 and 0 <= slope <= 1: summed in the dtype over blocks of
-                # STAT_BLOCK values (at most 64 per float32 vector lane), the blocks in double,
+                # STAT_BLOCK values (64 per float32 vector lane), the blocks in double,
                 # the counts in integer lanes as wide as the data's (32-bit for
                 # float32, 64-bit for float64: a compare mask is then added as it is)
-                # the two halves side by side: two chains of adds per sum, so that
-                # their latency does not bound the loop (as in sq_dev)
-                h = cnt // 2
                 j0 = 0
-                while j0 < h:
-                    j1 = min(j0 + STAT_BLOCK // 2, h)
+                while j0 < cnt:
+                    j1 = min(j0 + STAT_BLOCK, cnt)
                     fa = 0
                     fs = 0
-                    fa2 = 0
-                    fs2 = 0
                     nlo = 0
                     nsat = 0
                     wlo = 0
                     wsat = 0
-                    nlo2 = 0
-                    nsat2 = 0
-                    wlo2 = 0
-                    wsat2 = 0
                     for j in range(j0, j1):
                         a = Zr[j]
                         s = Sr[j]
-                        a2 = Zr[j + h]
-                        s2 = Sr[j + h]
                         fa += a
                         fs += s
-                        fa2 += a2
-                        fs2 += s2
                         # saturated: slope < thr, low below the midpoint, high the
                         # rest (the slope is largest at the midpoint: never < thr there)
                         if floating is double:
                             wsat += s < thr
                             wlo += (s < thr) & (a < mid)
-                            wsat2 += s2 < thr
-                            wlo2 += (s2 < thr) & (a2 < mid)
                         else:
                             nsat += s < thr
                             nlo += (s < thr) & (a < mid)
-                            nsat2 += s2 < thr
-                            nlo2 += (s2 < thr) & (a2 < mid)
-                    suma += fa + fa2
-                    sums += fs + fs2
-                    low += nlo + wlo + nlo2 + wlo2
-                    high += (nsat - nlo) + (wsat - wlo) + (nsat2 - nlo2) + (wsat2 - wlo2)
+                    suma += fa
+                    sums += fs
+                    low += nlo + wlo
+                    high += (nsat - nlo) + (wsat - wlo)
                     j0 = j1
-                if cnt > 2 * h:  # the odd last value
-                    a = Zr[cnt - 1]
-                    s = Sr[cnt - 1]
-                    suma += a
-                    sums += s
-                    low += (s < thr) & (a < mid)
-                    high += (s < thr) & (a >= mid)
         i0 = i1
     # |a| <= 1 for sigmoid, tanh and softsign, so ||A||_F <= sqrt(m n)
     acc[B_NRMA * L + l] = sqrt(ssqa) if unbounded else sqrt(<double> (m * n))
