@@ -73,16 +73,6 @@ import numpy as np
 from fastbp import _contract as _C
 from fastbp import _diagnostics as _DX
 
-cdef extern from *:
-    """
-    #if defined(__GNUC__) || defined(__clang__)
-    #define FASTBP_PREFETCH(p) __builtin_prefetch((const void*) (p), 0, 0)
-    #else
-    #define FASTBP_PREFETCH(p) ((void) (p))
-    #endif
-    """
-    void FASTBP_PREFETCH(const void* p) noexcept nogil
-
 cdef extern from "vmath.h" nogil:
     void fastbp_vexp(double* x, Py_ssize_t n) noexcept
     void fastbp_vexpf(float* x, Py_ssize_t n) noexcept
@@ -1771,7 +1761,7 @@ cdef int train_batches(Net* c, floating* P, floating* V, const floating* X, cons
                        int* fault_layer, int* fault_phase, DiagC* dg) noexcept nogil:
     """Mini-batches k0..k1-1 of an epoch; returns the faulty batch index or -1."""
     cdef int L = c.L, l, phase, fl = 0
-    cdef Py_ssize_t n0 = c.sizes[0], nL = c.sizes[L], k, i, j, m, r, start, stop
+    cdef Py_ssize_t n0 = c.sizes[0], nL = c.sizes[L], k, i, m, r, start, stop
     cdef floating* Xb = <floating*> c.Xb
     cdef floating* Yb = <floating*> c.Yb
     cdef floating* G = <floating*> c.G
@@ -1803,14 +1793,6 @@ cdef int train_batches(Net* c, floating* P, floating* V, const floating* X, cons
             memcpy(Yb + r * nL, Y + i * nL, nL * sizeof(floating))
         nrmX = sqrt(nrmX)
         c.nrmX = nrmX
-        # the next mini-batch's rows are scattered over X: ask for them now, so
-        # that their cache misses overlap this mini-batch's arithmetic
-        if k + 1 < k1:
-            for r in range(stop, min(stop + bs, n)):
-                i = order[r]
-                for j in range(0, n0 * <Py_ssize_t> sizeof(floating), 64):
-                    FASTBP_PREFETCH(<const char*> (X + i * n0) + j)
-                FASTBP_PREFETCH(Y + i * nL)
         reset_batch_acc(c)
         sampled = dg != NULL and k % dg.every == 0
         if sampled and (dg.groups & G_HIST):

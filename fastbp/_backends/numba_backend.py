@@ -72,7 +72,7 @@ Memory: every buffer lives in the :class:`Workspace` (allocated once per network
 and batch size); inside the drivers only array views are made, nothing is
 allocated per mini-batch.  (Each view costs two atomic reference-count updates,
 a few percent of an epoch of the chapter's workload: the main difference in speed
-from the compiled backend, with its prefetch of the next mini-batch's rows.)
+from the compiled backend.)
 
 Threading: no ``prange``.  The drivers release the GIL (``nogil=True``), so
 two threads training two networks run at once; a workspace must not be used by
