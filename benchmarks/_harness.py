@@ -269,12 +269,13 @@ def contract_runner(backend, p: Problem, record: str, k: int | None = None) -> R
     w, layout = p.workload, p.layout
     k = w.n_batches if k is None else k
     ws = backend.make_workspace(layout, w.batch)
-    velocity = np.zeros_like(p.params0)
+    # on cache lines, as Network allocates them (fastbp._contract.aligned_zeros)
+    velocity = C.aligned_zeros(p.params0.size, p.params0.dtype)
     mode = RECORDS[record]
     rec_batch = np.full((k if mode == C.RECORD_BATCH else 0, C.N_STATS, layout.L), np.nan)
     rec_epoch = np.full((C.N_STATS, layout.L), np.nan)
     batch_cost = np.full(k, np.nan)
-    work = p.params0.copy()
+    work = C.aligned(p.params0.copy())
     hyper = C.Hyper(eta=w.eta, lmbda_n=w.lmbda / w.n, record=mode)
     out = {}
 

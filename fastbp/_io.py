@@ -67,7 +67,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from ._contract import COST_CODES, HIDDEN_ACTIVATIONS, OUTPUT_ACTIVATIONS
+from ._contract import COST_CODES, HIDDEN_ACTIVATIONS, OUTPUT_ACTIVATIONS, aligned_zeros
 from ._errors import FileFormatError, TooLargeError
 from ._history import History, Table, _decode_value, _encode_value
 from ._validation import check_memory, check_network_size, describe
@@ -357,13 +357,13 @@ def _read_network(reader: _Reader) -> Any:
         raise reader.fail(f"invalid header: {exc}") from None
     check_network_size(sizes_t, dtype)  # TooLargeError before anything is allocated
     layout = Layout(sizes_t, tuple(hidden) + (activations[-1],), cost, dtype, alpha)
-    params = np.empty(layout.n_params, dtype=dtype)
+    params = aligned_zeros(layout.n_params, dtype)
     for l, (W, b) in enumerate(zip(layout.weight_views(params), layout.bias_views(params))):
         W[...] = reader.array(f"weights_{l}", dtype, W.shape)
         b[...] = reader.array(f"biases_{l}", dtype, b.shape)
     if not np.all(np.isfinite(params)):
         raise reader.fail("the parameters hold NaN or Inf values")
-    velocity = np.zeros(params.shape, dtype=params.dtype)  # unmapped until used
+    velocity = aligned_zeros(params.size, params.dtype)  # unmapped until used
     n_updates = 0
     rng = None
     stats_start = noise_ema = None

@@ -44,6 +44,8 @@ from ._contract import (
     Diag,
     Hyper,
     Layout,
+    aligned,
+    aligned_zeros,
 )
 from ._errors import NonFiniteError, TrainingInterrupted
 from ._history import History, Table
@@ -253,7 +255,7 @@ class Network:
         rng, _ = check_seed(seed)
         check_network_size(sizes_t, dt)
         layout = Layout(sizes_t, hidden + (output,), cost, dt, alpha)
-        params = np.zeros(layout.n_params, dtype=dt)
+        params = aligned_zeros(layout.n_params, dt)
         if isinstance(init_v, str):
             initialise(init_v, layout, params, rng)
             init_name = init_v
@@ -264,14 +266,15 @@ class Network:
             for view, b in zip(layout.bias_views(params), bs, strict=True):
                 view[...] = b
             init_name = "explicit"
-        # np.zeros, not zeros_like: its pages stay unmapped until momentum first
-        # writes them, so plain SGD never holds a second copy of the parameters
-        self._setup(layout, params, np.zeros(layout.n_params, dtype=dt), 0, init_name)
+        # zeros whose pages stay unmapped until momentum first writes them (not
+        # zeros_like), so plain SGD never holds a second copy of the parameters
+        self._setup(layout, params, aligned_zeros(layout.n_params, dt), 0, init_name)
 
     def _setup(self, layout: Layout, params, velocity, n_updates: int, init_name: str) -> None:
         self._layout = layout
-        self._params = params
-        self._velocity = velocity
+        # the kernels stream through both: on cache-line boundaries (see aligned_zeros)
+        self._params = aligned(params)
+        self._velocity = aligned(velocity)
         self._n_updates = int(n_updates)
         self._init_name = init_name
         self._workspaces: dict[tuple[str, int], Any] = {}
@@ -514,7 +517,7 @@ class Network:
             start = np.ascontiguousarray(start, dtype=self._layout.dtype)
             if start.shape != (self._layout.n_params,):
                 raise ValueError("corrupt Network state: stats_start does not match the layout")
-            self._stats_start = start
+            self._stats_start = aligned(start)
         if ema is not None:
             ema = np.asarray(ema, dtype=np.float64)
             if ema.shape != (2, self._layout.L):
@@ -1058,7 +1061,8 @@ class Network:
             else:
                 self._rng, self._rng_seed = rng, seed_used
             if groups and self._stats_start is None:
-                self._stats_start = self._params.copy()
+                self._stats_start = aligned_zeros(self._params.size, self._params.dtype)
+                self._stats_start[...] = self._params
             diag = (
                 _DiagSetup(dx.group_mask(groups), groups, stats_every, noise_ema, diag_rows)
                 if groups

@@ -585,9 +585,10 @@ cdef class Workspace:
     cdef readonly object layout
     cdef readonly Py_ssize_t m_max
     cdef object _arrays
+    cdef Py_ssize_t _offset
     cdef Net net
 
-    def __init__(self, layout, Py_ssize_t m_max):
+    def __init__(self, layout, Py_ssize_t m_max, Py_ssize_t offset=0):
         if m_max < 1:
             raise ValueError(f"m_max must be >= 1, got {m_max}")
         self.layout = layout
@@ -595,6 +596,14 @@ cdef class Workspace:
         dt = np.dtype(layout.dtype)
         if dt != np.float32 and dt != np.float64:
             raise TypeError(f"layout.dtype must be float32 or float64, got {dt}")
+        if offset < 0 or offset % 8 != 0:
+            raise ValueError(f"offset must be a non-negative multiple of 8, got {offset}")
+
+        def z(n, dtype):
+            # the buffers the kernels stream through start on cache lines (``offset``
+            # bytes past one: for benchmarks/alignment.py)
+            return _C.aligned_zeros(n, dtype, offset)
+        self._offset = offset
         sizes = np.ascontiguousarray(layout.sizes, dtype=np.int64)
         acts = np.ascontiguousarray(layout.acts, dtype=np.intc)
         w_off = np.ascontiguousarray(layout.w_off, dtype=np.int64)
@@ -610,11 +619,10 @@ cdef class Workspace:
         P = int(layout.n_params)
         arrays = dict(
             sizes=sizes, acts=acts, w_off=w_off, b_off=b_off, act_off=act_off, unit_off=unit_off,
-            A=np.zeros(n_act, dt), S=np.zeros(n_act, dt), D=np.zeros(n_act, dt),
-            ZL=np.zeros(m_max * int(sizes[L]), dt), Xb=np.zeros(m_max * int(sizes[0]), dt),
-            Yb=np.zeros(m_max * int(sizes[L]), dt), G=np.zeros(P, dt), P0=np.zeros(P, dt),
-            PHI=np.zeros(P, dt), colsum=np.zeros(n_units), colsum_e=np.zeros(n_units),
-            Gacc=np.zeros(P), bacc=np.zeros(N_B * L), eacc=np.zeros(N_E * L),
+            A=z(n_act, dt), S=z(n_act, dt), D=z(n_act, dt), ZL=z(m_max * int(sizes[L]), dt),
+            Xb=z(m_max * int(sizes[0]), dt), Yb=z(m_max * int(sizes[L]), dt), G=z(P, dt),
+            P0=z(P, dt), PHI=z(P, dt), colsum=np.zeros(n_units), colsum_e=np.zeros(n_units),
+            Gacc=z(P, np.float64), bacc=np.zeros(N_B * L), eacc=np.zeros(N_E * L),
             gacc=np.zeros(N_E * L), colsum_g=np.zeros(n_units), ssq_g=np.zeros(2 * L),
             hz_buf=np.zeros(L * N_DECADE_BINS, np.int32), dacc=np.zeros(N_D * L),
             nrm0=np.zeros(L), xssq=np.zeros(m_max), dec_tbl=_decade_table(), cells=_CELLS,
@@ -685,8 +693,10 @@ cdef class Workspace:
         sizes = [int(s) for s in lay.sizes]
         widest = max(sizes)
         prod = max(sizes[l] * sizes[l + 1] for l in range(len(sizes) - 1))
-        extra = dict(D2=np.zeros(self.m_max * widest, dt), A2=np.zeros(self.m_max * widest, dt),
-                     GM=np.zeros(prod if self.m_max > MOMENTS_FUSED_M else 1, dt),
+        off = self._offset
+        extra = dict(D2=_C.aligned_zeros(self.m_max * widest, dt, off),
+                     A2=_C.aligned_zeros(self.m_max * widest, dt, off),
+                     GM=_C.aligned_zeros(prod if self.m_max > MOMENTS_FUSED_M else 1, dt, off),
                      c2=np.zeros(widest))
         self._arrays.update(extra)
         self.net.D2 = _ptr(extra["D2"])

@@ -168,3 +168,42 @@ def test_package_metadata():
     assert set(fastbp.STAT_NAMES) == {
         "speed", "grad_norm", "gain", "weight_norm", "update_ratio", "act_mean", "act_std",
         "sat_low", "sat_high", "slope_mean", "nonfinite"}
+
+
+def _on_cache_line(a):
+    return a.ctypes.data % 64 == 0
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_parameters_and_velocity_start_on_cache_lines(tmp_path, rng, dtype):
+    # NumPy aligns to 16 bytes only; the kernels' 64-byte vectors are slower across lines
+    net = fastbp.Network([7, 5, 3], dtype=dtype, seed=0)
+    assert _on_cache_line(net._params) and _on_cache_line(net._velocity)
+    X = rng.random((20, 7))
+    y = rng.integers(0, 3, 20)
+    net.fit(X, y, epochs=1, batch_size=5, eta=0.1, momentum=0.5, stats="distance", seed=1)
+    assert _on_cache_line(net._stats_start)
+    for other in (pickle.loads(pickle.dumps(net)), copy.deepcopy(net)):
+        assert _on_cache_line(other._params) and _on_cache_line(other._velocity)
+        np.testing.assert_array_equal(other._params, net._params)
+        np.testing.assert_array_equal(other._velocity, net._velocity)
+        assert _on_cache_line(other._stats_start)
+    net.save(tmp_path / "net.fbp")
+    loaded = fastbp.load(tmp_path / "net.fbp")
+    assert _on_cache_line(loaded._params) and _on_cache_line(loaded._velocity)
+    np.testing.assert_array_equal(loaded._params, net._params)
+
+
+def test_aligned_zeros_places_and_aligned_copies():
+    from fastbp._contract import aligned, aligned_zeros
+
+    for n, dt in ((0, np.float64), (1, np.float32), (1001, np.float64)):
+        for off in (0, 16, 40):
+            a = aligned_zeros(n, dt, off)
+            assert a.shape == (n,) and a.dtype == dt and not a.any()
+            assert n == 0 or a.ctypes.data % 64 == off
+            a[...] = 1  # writable, and the whole length is owned
+    b = np.arange(10.0)[1:]  # 8 bytes past NumPy's alignment: never on a cache line
+    c = aligned(b)
+    assert c.ctypes.data % 64 == 0 and np.array_equal(c, b)
+    assert aligned(c) is c
