@@ -318,17 +318,24 @@ def _print_interleaved():
         print("\nStatistics cost, record=batch / record=None, interleaved rounds (median):")
         for name, (ratio, rounds) in INTERLEAVED.items():
             print(f"  {name:<12} {ratio:6.3f}  ({rounds} rounds)")
-    if AC_INTERLEAVED:
-        print("\nA and C, rows interleaved round by round (seconds per epoch, median; goals: "
-              "A fastbp / jax-scan <= 0.4, / torch <= 0.1, / limit <= 2.5; C <= 0.6, <= 0.15):")
-        for name, (medians, ratios, rounds) in AC_INTERLEAVED.items():
-            rows = ", ".join(f"{row} {sec:.3g}" for row, sec in medians.items())
-            goals = ", ".join(f"{goal} {r:.3f}" for goal, r in ratios.items())
-            print(f"  {name} ({rounds} rounds): {rows}; {goals}")
-    if B_INTERLEAVED:
-        print("\nB, rows interleaved round by round (seconds per epoch, median; goals: "
-              "fastbp / fastest peer <= 1.0, GEMM-alone / fastbp >= 0.75):")
-        for name, (medians, ratios, rounds) in B_INTERLEAVED.items():
-            rows = ", ".join(f"{row} {sec:.3g}" for row, sec in medians.items())
-            goals = ", ".join(f"{goal} {r:.3f}" for goal, r in ratios.items())
-            print(f"  {name} ({rounds} rounds): {rows}; {goals}")
+    _print_rows(
+        AC_INTERLEAVED,
+        "A and C, rows interleaved round by round (seconds per epoch, median; goals: A fastbp"
+        " / jax-scan <= 0.4, / torch <= 0.1, / limit <= 2.5; C <= 0.6, <= 0.15):",
+    )
+    _print_rows(
+        B_INTERLEAVED,
+        "B, rows interleaved round by round (seconds per epoch, median; goals: "
+        "fastbp / fastest peer <= 1.0, GEMM-alone / fastbp >= 0.75):",
+    )
+
+
+def _print_rows(table: dict, title: str) -> None:
+    """One line per entry of an interleaved table: its medians and its goal ratios."""
+    if not table:
+        return
+    print("\n" + title)
+    for name, (medians, ratios, rounds) in table.items():
+        rows = ", ".join(f"{row} {sec:.3g}" for row, sec in medians.items())
+        goals = ", ".join(f"{goal} {r:.3f}" for goal, r in ratios.items())
+        print(f"  {name} ({rounds} rounds): {rows}; {goals}")

@@ -1793,7 +1793,10 @@ cdef int train_batches(Net* c, floating* P, floating* V, const floating* X, cons
             stop = n
         m = stop - start
         dm = <double> m
-        # gather the mini-batch by index; ||X_b|| feeds the overflow bound
+        # gather the mini-batch by index; ||X_b|| feeds the overflow bound.  (No software
+        # prefetch of the next mini-batch's rows: a burst of them queued on the L1 miss
+        # buffers, into L2 they were no faster; the hardware prefetchers stream each
+        # row here.  benchmarks/README.md, 2026-12-07.)
         nrmX = 0
         for r in range(m):
             i = order[start + r]
