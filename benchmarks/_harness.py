@@ -264,18 +264,28 @@ def backend_detail(name: str) -> str:
     return backends()[name].detail
 
 
-def contract_runner(backend, p: Problem, record: str, k: int | None = None) -> Runner:
-    """Mini-batches ``0 .. k-1`` of the epoch through the backend contract's ``train_epoch``."""
+def contract_runner(
+    backend, p: Problem, record: str, k: int | None = None, offset: int = 0
+) -> Runner:
+    """Mini-batches ``0 .. k-1`` of the epoch through the backend contract's ``train_epoch``.
+
+    The parameters, velocity and workspace start on cache lines, as ``Network``'s do
+    (``fastbp._contract.aligned_zeros``), or ``offset`` bytes past one (the compiled
+    backend only: benchmarks/alignment.py).
+    """
     w, layout = p.workload, p.layout
     k = w.n_batches if k is None else k
-    ws = backend.make_workspace(layout, w.batch)
-    # on cache lines, as Network allocates them (fastbp._contract.aligned_zeros)
-    velocity = C.aligned_zeros(p.params0.size, p.params0.dtype)
+    if offset:
+        ws = backend.make_workspace(layout, w.batch, offset)
+    else:
+        ws = backend.make_workspace(layout, w.batch)
+    velocity = C.aligned_zeros(p.params0.size, p.params0.dtype, offset)
     mode = RECORDS[record]
     rec_batch = np.full((k if mode == C.RECORD_BATCH else 0, C.N_STATS, layout.L), np.nan)
     rec_epoch = np.full((C.N_STATS, layout.L), np.nan)
     batch_cost = np.full(k, np.nan)
-    work = C.aligned(p.params0.copy())
+    work = C.aligned_zeros(p.params0.size, p.params0.dtype, offset)
+    work[...] = p.params0
     hyper = C.Hyper(eta=w.eta, lmbda_n=w.lmbda / w.n, record=mode)
     out = {}
 
@@ -668,6 +678,18 @@ def gemm_into(gemm, Cm: np.ndarray, A: np.ndarray, B: np.ndarray, ta=False, tb=F
     ``Cm.T = op(B).T @ op(A).T`` on the transposed (F-contiguous) views.
     """
     gemm(1.0, B.T, A.T, beta=beta, c=Cm.T, trans_a=int(tb), trans_b=int(ta), overwrite_c=1)
+
+
+def peak_runner(dtype, n: int) -> tuple[Runner, np.ndarray, np.ndarray, np.ndarray]:
+    """The large product of the FLOP-bound limit: ``C = A @ B``, n x n, SciPy's BLAS,
+    on preallocated arrays.  Returns the runner and A, B, C (for a check)."""
+    rng = np.random.default_rng(0)
+    A = rng.random((n, n)).astype(dtype)
+    B = rng.random((n, n)).astype(dtype)
+    Cm = np.empty((n, n), dtype=dtype)
+    gemm = blas_gemm(dtype)
+    runner = Runner(lambda: ((), {}), lambda: gemm_into(gemm, Cm, A, B), lambda: None, 1, n)
+    return runner, A, B, Cm
 
 
 def blas_gemm(dtype):

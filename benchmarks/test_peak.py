@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from _harness import SMOKE, Runner, blas_gemm, gemm_into, scipy_blas_kernel, time_runner
+from _harness import SMOKE, peak_runner, scipy_blas_kernel, time_runner
 
 N = 256 if SMOKE else 2048
 
@@ -19,12 +19,7 @@ N = 256 if SMOKE else 2048
 @pytest.mark.parametrize("threads", [1, 2], ids=["1t", "2t"])
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_gemm_peak(benchmark, dtype, threads):
-    rng = np.random.default_rng(0)
-    A = rng.random((N, N)).astype(dtype)
-    B = rng.random((N, N)).astype(dtype)
-    Cm = np.empty((N, N), dtype=dtype)
-    gemm = blas_gemm(dtype)
-    runner = Runner(lambda: ((), {}), lambda: gemm_into(gemm, Cm, A, B), lambda: None, 1, N)
+    runner, A, B, Cm = peak_runner(dtype, N)
     benchmark.group = f"peak: {N}^3 GEMM with SciPy's OpenBLAS"
     time_runner(benchmark, runner, threads, budget=2.0)
     # The product is right (a few rows, against NumPy's own BLAS in float64).

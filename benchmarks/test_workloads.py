@@ -29,19 +29,17 @@ from _harness import (
     ROUND_BUDGET,
     SMOKE,
     WORKLOADS,
-    Runner,
     annotate,
     backend_detail,
     backend_or_skip,
-    blas_gemm,
     check_fastbp,
     check_peer,
     contract_runner,
     fit_runner,
-    gemm_into,
     group_name,
     interleaved_rounds,
     is_installed,
+    peak_runner,
     pinned_threads,
     problem,
     run_once,
@@ -283,14 +281,7 @@ def test_ac_interleaved(benchmark, key, dtype):
     peers = [peer for peer in AC_PEERS if is_installed(NEEDS[peer]) is None]
     for peer in peers:
         runners[peer] = FACTORIES[peer](p, w.n_batches, "none")
-    rng = np.random.default_rng(0)
-    A = rng.random((PEAK_N, PEAK_N)).astype(dtype)
-    B = rng.random((PEAK_N, PEAK_N)).astype(dtype)
-    Cm = np.empty((PEAK_N, PEAK_N), dtype=dtype)
-    gemm = blas_gemm(dtype)
-    runners["gemm-peak"] = Runner(
-        lambda: ((), {}), lambda: gemm_into(gemm, Cm, A, B), lambda: None, 1, PEAK_N
-    )
+    runners["gemm-peak"] = peak_runner(dtype, PEAK_N)[0]
     benchmark.group = group_name(w, dtype, 1) + " (interleaved)"
     with pinned_threads(1):
         times, _, rounds = interleaved_rounds(runners, benchmark, budget=4 * ROUND_BUDGET)

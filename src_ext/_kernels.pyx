@@ -794,9 +794,10 @@ def _vtanh(x):
     return _apply_vmath(x, fastbp_vtanh, fastbp_vtanhf)
 
 
-def make_workspace(layout, m_max):
-    """Allocate the buffers for ``layout`` and up to ``m_max`` rows at once."""
-    return Workspace(layout, int(m_max))
+def make_workspace(layout, m_max, offset=0):
+    """Allocate the buffers for ``layout`` and up to ``m_max`` rows at once (``offset``:
+    bytes past a cache line, for benchmarks/alignment.py)."""
+    return Workspace(layout, int(m_max), int(offset))
 
 
 # --------------------------------------------------------------------------
