@@ -271,7 +271,7 @@ def contract_runner(
 
     The parameters, velocity and workspace start on cache lines, as ``Network``'s do
     (``fastbp._contract.aligned_zeros``), or ``offset`` bytes past one (the compiled
-    backend only: benchmarks/alignment.py).
+    backend only: ``benchmarks/ab.py alignment``).
     """
     w, layout = p.workload, p.layout
     k = w.n_batches if k is None else k

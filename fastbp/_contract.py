@@ -128,7 +128,7 @@ def aligned_zeros(n: int, dtype, offset: int = 0) -> np.ndarray:
     NumPy aligns its allocations to 16 bytes.  A kernel array that does not start on a
     cache line makes every 64-byte vector load or store of it span two lines: with every
     such array 16 bytes off a line, an epoch of workload A took 1.20x as long in float64
-    and 1.12-1.14x in float32 (``python benchmarks/alignment.py``).  The bytes come from
+    and 1.12-1.14x in float32 (``python benchmarks/ab.py alignment``).  The bytes come from
     ``np.zeros``, so pages not yet written stay unmapped (an unused velocity costs no
     memory).  ``offset`` (a multiple of the itemsize) exists for that benchmark.
     """

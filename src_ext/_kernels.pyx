@@ -92,6 +92,19 @@ cdef extern from "vstats.h" nogil:
                                 Py_ssize_t n_in, Py_ssize_t n_out, float ss,
                                 Py_ssize_t* zero) noexcept
 
+cdef extern from "vfused.h" nogil:
+    ctypedef struct fastbp_gu_par:
+        double alpha, c, eta, ln, mu, mu_next, fsg, fsw, fsd, fsz
+    enum: GU_PLAIN, GU_MOMENTUM, GU_NESTEROV
+    void fastbp_grad_update(const double* D, const double* A, Py_ssize_t m, Py_ssize_t n_out,
+                            Py_ssize_t n_in, double* W, double* V, double* F, const double* W0,
+                            double* G, int mode, int stats, const fastbp_gu_par* p,
+                            double* q) noexcept
+    void fastbp_grad_updatef(const float* D, const float* A, Py_ssize_t m, Py_ssize_t n_out,
+                             Py_ssize_t n_in, float* W, float* V, float* F, const float* W0,
+                             float* G, int mode, int stats, const fastbp_gu_par* p,
+                             double* q) noexcept
+
 cdef extern from "vhist.h" nogil:
     enum: FASTBP_HIST_MAX_BINS
     ctypedef struct fastbp_decades:
@@ -250,6 +263,8 @@ cdef enum:
 cdef double SAFE_LO = 2.0 ** -900
 cdef double SAFE_HI = 2.0 ** 900
 # the powers of two a float holds as normal numbers
+cdef double UNSCALED_LO = 2.0 ** -200  # unscaled_safe's range of scales
+cdef double UNSCALED_HI = 2.0 ** 200
 cdef double FLT_POW2_LO = 2.0 ** -126
 cdef double FLT_POW2_HI = 2.0 ** 127
 
@@ -565,6 +580,9 @@ ctypedef struct Net:
     void* A2          # squared scaled activations,
     void* GM          # (max n_out * n_in) second moments of one layer
     double* c2        # (max width) column sums of D2
+    int defer_w       # this mini-batch's weight gradients are formed by update_layer,
+                      # fused with the update (vfused.c), not by fused_pass
+    int store_g       # ... and also stored in G
 
 
 ctypedef struct DiagC:
@@ -601,7 +619,7 @@ cdef class Workspace:
 
         def z(n, dtype):
             # the buffers the kernels stream through start on cache lines (``offset``
-            # bytes past one: for benchmarks/alignment.py)
+            # bytes past one: for `benchmarks/ab.py alignment`)
             return _C.aligned_zeros(n, dtype, offset)
         self._offset = offset
         sizes = np.ascontiguousarray(layout.sizes, dtype=np.int64)
@@ -683,6 +701,8 @@ cdef class Workspace:
         self.net.A2 = NULL
         self.net.GM = NULL
         self.net.c2 = NULL
+        self.net.defer_w = 0
+        self.net.store_g = 0
 
     def _ensure_moments(self):
         """Allocate the buffers of the moments group (once per workspace)."""
@@ -708,6 +728,23 @@ cdef class Workspace:
     def nbytes(self):
         """Bytes held by the workspace buffers."""
         return sum(a.nbytes for a in self._arrays.values())
+
+
+# Mini-batches of at most this many examples form the weight gradients inside the
+# update (vfused.c) instead of through BLAS; _set_fused_m_max changes it (tests and
+# benchmarks/ab.py compare the two paths).  Measured with `ab.py fused` (blas / fused,
+# epoch time): A (m = 10) 1.06 float64, 0.99 float32; C (m = 32) 0.97 float64, 1.02
+# float32: the product of a 32-example mini-batch is long enough for BLAS's kernel.
+cdef Py_ssize_t fused_m_max = 16
+
+
+def _set_fused_m_max(Py_ssize_t m):
+    """Set the largest mini-batch of the fused gradient-and-update path (0: never);
+    returns the previous value."""
+    global fused_m_max
+    cdef Py_ssize_t old = fused_m_max
+    fused_m_max = m
+    return old
 
 
 cdef double _EMPTY[1]
@@ -796,7 +833,7 @@ def _vtanh(x):
 
 def make_workspace(layout, m_max, offset=0):
     """Allocate the buffers for ``layout`` and up to ``m_max`` rows at once (``offset``:
-    bytes past a cache line, for benchmarks/alignment.py)."""
+    bytes past a cache line, for `benchmarks/ab.py alignment`)."""
     return Workspace(layout, int(m_max), int(offset))
 
 
@@ -1278,9 +1315,11 @@ cdef int fused_pass(Net* c, const floating* P, const floating* X, const floating
             if hidden_delta(c, l - 1, Dbuf + c.act_off[l - 1], m, stats):
                 fault_layer[0] = l - 1
                 return PHASE_BACKWARD
-        # g_W (n_out, n_in) = alpha delta_l.T @ a_{l-1} + beta g_W
-        gemm(CH_N, CH_T, n_in, n_out, <int> m, g_alpha, Ain, n_in, Dbuf + c.act_off[l], n_out,
-             g_beta, G + c.w_off[l], n_in)
+        # g_W (n_out, n_in) = alpha delta_l.T @ a_{l-1} + beta g_W (unless deferred to
+        # the update, which forms it in registers)
+        if not c.defer_w:
+            gemm(CH_N, CH_T, n_in, n_out, <int> m, g_alpha, Ain, n_in, Dbuf + c.act_off[l],
+                 n_out, g_beta, G + c.w_off[l], n_in)
     return -1
 
 
@@ -1462,6 +1501,56 @@ cdef inline void update_weights(int kind, bint nesterov, bint stats, bint dist, 
                         f_eta, f_ln, f_mu, f_mun, sg, sw, sd, sz, q)
 
 
+cdef inline bint unscaled_safe(double s) noexcept nogil:
+    """Whether the squares of values below 1/s need no pre-scaling in double: no
+    overflow, and what underflows is below 2^-600 of the largest square."""
+    return UNSCALED_LO <= s <= UNSCALED_HI
+
+
+cdef inline void grad_update(Net* c, int l, floating* W, floating* VW, floating* FW,
+                             const floating* W0, floating* GW, Py_ssize_t m, int mode,
+                             bint stats, double eta, double lmbda_n, double mu, double mu_next,
+                             double sg, double sw, double sd, double sz,
+                             double* q) noexcept nogil:
+    """Layer l's weight gradient (1/m) delta_l^T a_{l-1} formed and applied in one pass
+    (vfused.c; stored in GW unless GW is NULL), update_loop's sums of squares added to
+    q in its slots.  float64 sums unscaled squares (the caller checks the scales)."""
+    cdef fastbp_gu_par p
+    cdef double r[6]
+    cdef floating zero = 0
+    cdef const floating* Ain = <floating*> c.Xb if l == 0 else <floating*> c.A + c.act_off[l - 1]
+    cdef const floating* D = <floating*> c.D + c.act_off[l]
+    cdef double fsg = 1, fsw = 1, fsd = 1, fsz = 1
+    if floating is float:
+        fsg = pow2_in(sg, zero)
+        fsw = pow2_in(sw, zero)
+        fsd = pow2_in(sd, zero)
+        fsz = pow2_in(sz, zero)
+    p.alpha = 1.0 / <double> m
+    p.c = <double> (<floating> (1 - eta * lmbda_n))
+    p.eta = eta
+    p.ln = lmbda_n
+    p.mu = mu
+    p.mu_next = mu_next
+    p.fsg = fsg
+    p.fsw = fsw
+    p.fsd = fsd
+    p.fsz = fsz
+    memset(r, 0, 6 * sizeof(double))
+    if floating is double:
+        fastbp_grad_update(D, Ain, m, c.sizes[l + 1], c.sizes[l], W, VW, FW, W0, GW, mode,
+                           stats, &p, r)
+    else:
+        fastbp_grad_updatef(D, Ain, m, c.sizes[l + 1], c.sizes[l], W, VW, FW, W0, GW, mode,
+                            stats, &p, r)
+    q[0] += r[0] * (sg / fsg) * (sg / fsg)
+    q[1] += r[1] * (sw / fsw) * (sw / fsw)
+    q[2] += r[2] * (sz / fsz) * (sz / fsz)
+    q[3] += r[3] * (sd / fsd) * (sd / fsd)
+    q[4] += r[4] * (sd / fsd) * (sd / fsd)
+    q[5] += r[5] * (sw / fsw) * (sw / fsw)
+
+
 cdef void update_layer(Net* c, int l, floating* P, floating* V, Py_ssize_t m,
                        int kind, bint nesterov, double eta, double lmbda_n, double mu,
                        double mu_next, int record) noexcept nogil:
@@ -1485,6 +1574,7 @@ cdef void update_layer(Net* c, int l, floating* P, floating* V, Py_ssize_t m,
     cdef double qw[6]
     cdef double qb[6]
     cdef bint stats = record != RECORD_NONE
+    cdef bint fused
     memset(qw, 0, 6 * sizeof(double))
     memset(qb, 0, 6 * sizeof(double))
     # power-of-two scales from bounds on |g|, |W| and |W_new - W_old| known
@@ -1495,19 +1585,37 @@ cdef void update_layer(Net* c, int l, floating* P, floating* V, Py_ssize_t m,
     if c.w0 != NULL:  # distance: ||W_new - W_start|| <= ||W_new|| + ||W_start||
         sz = pow2(-<int> pow2_exponent(c.bacc[B_PB * L + l] + c.nrm0[l]))
         W0 = <const floating*> c.w0 + c.w_off[l]
-    if kind == MOMENTUM_NONE:
+    fused = c.defer_w
+    if fused and floating is double and not (unscaled_safe(sg) and unscaled_safe(sw)
+                                             and unscaled_safe(sd) and unscaled_safe(sz)):
+        # extreme scales: the product now, and the scaled update loop
+        gemm(CH_N, CH_T, <int> c.sizes[l], <int> c.sizes[l + 1], <int> m,
+             <floating> (1.0 / dm), <floating*> c.Xb if l == 0 else <floating*> c.A + c.act_off[l - 1],
+             <int> c.sizes[l], <floating*> c.D + c.act_off[l], <int> c.sizes[l + 1], 0,
+             <floating*> GW, <int> c.sizes[l])
+        fused = False
+    if fused:
+        # the gradient is kept where the epoch's sums or the diagnostics read it
+        grad_update(c, l, W, VW, FW, W0, <floating*> GW if c.store_g else NULL, m,
+                    GU_PLAIN if kind == MOMENTUM_NONE else (
+                        GU_NESTEROV if nesterov else GU_MOMENTUM),
+                    stats, eta, lmbda_n, mu, mu_next, sg, sw, sd, sz, qw)
+    elif kind == MOMENTUM_NONE:
         update_weights(MOMENTUM_NONE, False, stats, W0 != NULL, W, VW, FW, GW, W0, n_w, f_c,
                        f_eta, f_ln, f_mu, f_mun, sg, sw, sd, sz, qw)
-        update_loop(MOMENTUM_NONE, False, False, False, B, VB, FB, GB, W0, n_b, <floating> 1,
-                    f_eta, f_ln, f_mu, f_mun, sg, sw, sd, sz, qb)
     elif nesterov:
         update_weights(MOMENTUM_CONSTANT, True, stats, W0 != NULL, W, VW, FW, GW, W0, n_w, f_c,
                        f_eta, f_ln, f_mu, f_mun, sg, sw, sd, sz, qw)
-        update_loop(MOMENTUM_CONSTANT, True, False, False, B, VB, FB, GB, W0, n_b, f_c, f_eta,
-                    <floating> 0, f_mu, f_mun, sg, sw, sd, sz, qb)
     else:
         update_weights(MOMENTUM_CONSTANT, False, stats, W0 != NULL, W, VW, FW, GW, W0, n_w, f_c,
                        f_eta, f_ln, f_mu, f_mun, sg, sw, sd, sz, qw)
+    if kind == MOMENTUM_NONE:
+        update_loop(MOMENTUM_NONE, False, False, False, B, VB, FB, GB, W0, n_b, <floating> 1,
+                    f_eta, f_ln, f_mu, f_mun, sg, sw, sd, sz, qb)
+    elif nesterov:
+        update_loop(MOMENTUM_CONSTANT, True, False, False, B, VB, FB, GB, W0, n_b, f_c, f_eta,
+                    <floating> 0, f_mu, f_mun, sg, sw, sd, sz, qb)
+    else:
         update_loop(MOMENTUM_CONSTANT, False, False, False, B, VB, FB, GB, W0, n_b, f_c, f_eta,
                     <floating> 0, f_mu, f_mun, sg, sw, sd, sz, qb)
     if W0 != NULL:
@@ -1814,6 +1922,10 @@ cdef int train_batches(Net* c, floating* P, floating* V, const floating* X, cons
             c.hz = c.hz_buf
         mu = momentum_at(kind, mu_c, mu_max, period, t)
         mu_next = momentum_at(kind, mu_c, mu_max, period, t + 1)
+        # small mini-batches form each weight gradient inside the update (vfused.c),
+        # storing it only where the epoch's sums or the diagnostics read it
+        c.defer_w = m <= fused_m_max
+        c.store_g = record == RECORD_EPOCH or sampled
         phase = fused_pass(c, Pf, Xb, Yb, m, <floating> (1.0 / dm), 0, stats, &cost, &fl)
         c.hz = NULL
         if phase < 0:
@@ -1837,6 +1949,7 @@ cdef int train_batches(Net* c, floating* P, floating* V, const floating* X, cons
                     fl = l
                     break
         if phase >= 0:
+            c.defer_w = 0
             if not skip:
                 fault_layer[0] = fl
                 fault_phase[0] = phase
@@ -1862,6 +1975,7 @@ cdef int train_batches(Net* c, floating* P, floating* V, const floating* X, cons
         for l in range(L):
             update_layer(c, l, P, V, m, kind, nesterov, eta, lmbda_n, mu, mu_next, record)
         c.w0 = NULL
+        c.defer_w = 0
         t += 1
         if sampled:
             diag_batch(c, dg, <const floating*> P, <const floating*> Xb, m, k, k0, record)

@@ -1,0 +1,95 @@
+"""Two ways of running the same kernels, timed in turn: what one implementation choice
+is worth.
+
+    python benchmarks/ab.py alignment [--workload A|B|C] [--dtype float64|float32] [--rounds 7]
+    python benchmarks/ab.py fused     [--workload A|B|C] [--dtype float64|float32] [--rounds 7]
+
+``alignment``: every array the compiled kernels stream through on a cache line (as
+fastbp allocates them, ``fastbp._contract.aligned_zeros``) against 16 bytes past one,
+NumPy's own alignment (``contract_runner(..., offset=16)``).
+
+``fused``: each weight gradient formed inside the update (src_ext/vfused.c, the
+path of mini-batches up to ``_set_fused_m_max``'s bound) against the BLAS product
+written to memory and read back by the update loop (the bound set to 0).
+
+One BLAS thread, the harness's data, start parameters and order, record="batch"; the
+two rows run in turn within every round (``interleaved_rounds``) and the ratio is the
+median over rounds of the per-round ratio; both rows' results are checked against the
+reference.  Run with OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset, as the rest of the
+suite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import numpy as np
+from _harness import (
+    WORKLOADS,
+    backend_or_skip,
+    check_fastbp,
+    contract_runner,
+    interleaved_rounds,
+    pinned_threads,
+    problem,
+)
+
+
+def _with_fused_bound(runner, kernels, bound):
+    """The runner, with the fused path's bound set to ``bound`` around each run."""
+    inner = runner.run
+
+    def run():
+        old = kernels._set_fused_m_max(bound)
+        try:
+            inner()
+        finally:
+            kernels._set_fused_m_max(old)
+
+    runner.run = run
+    return runner
+
+
+def runners_for(compare, backend, p):
+    """The two rows of a comparison, (slower candidate, baseline) by name."""
+    if compare == "alignment":
+        rows = {"aligned": 0, "+16": 16}
+        return {name: contract_runner(backend, p, "batch", offset=off)
+                for name, off in rows.items()}
+    kernels = backend._kernels
+    return {
+        "fused": _with_fused_bound(contract_runner(backend, p, "batch"), kernels, 1 << 30),
+        "blas": _with_fused_bound(contract_runner(backend, p, "batch"), kernels, 0),
+    }
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("compare", choices=("alignment", "fused"))
+    ap.add_argument("--workload", default="A", choices=sorted(WORKLOADS))
+    ap.add_argument("--dtype", default="float64", choices=("float64", "float32"))
+    ap.add_argument("--rounds", type=int, default=7)
+    args = ap.parse_args(argv)
+    backend = backend_or_skip("cython")
+    p = problem(WORKLOADS[args.workload], args.dtype)
+    runners = runners_for(args.compare, backend, p)
+    with pinned_threads(1):
+        for r in runners.values():  # warm-up
+            r.reset()
+            r.run()
+        times, _, rounds = interleaved_rounds(runners, rounds=args.rounds)
+    for r in runners.values():
+        check_fastbp(p, r.result(), r.batches, "batch")
+    first, second = runners
+    ratio = np.median(np.asarray(times[second]) / np.asarray(times[first]))
+    print(f"{args.compare}: workload {args.workload}, {args.dtype}, {rounds} rounds: "
+          "median s/epoch")
+    for name, ts in times.items():
+        print(f"  {name:8s} {np.median(ts):.4f}")
+    print(f"  {second} / {first}: {ratio:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

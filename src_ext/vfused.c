@@ -1,0 +1,224 @@
+/* A layer's weight gradient and its update in one pass, for small mini-batches.
+ *
+ * With m examples, g = alpha D^T A (D: m x n_out deltas, A: m x n_in inputs, both
+ * row-major) has n_out n_in entries but only m multiply-adds each.  Through BLAS the
+ * gradient is written to memory and read back by the update, and for m = 10 those two
+ * passes over the layer cost as much as the products (workload A's first layer:
+ * 23,520 weights).  Here each register block of g (FB_RB rows of W times two vectors
+ * of columns) is summed over the m examples and applied to W (and the velocity) at
+ * once, with the update's sums of squares (SPEC section 4: ||g_W||, ||W||, ||Delta W||,
+ * and ||v|| for the overflow bounds of the next step): g never leaves the registers.
+ *
+ * The update is update_loop's of _kernels.pyx, every rule (plain SGD, momentum,
+ * Nesterov's look-ahead) and statistic (the distance from the start weights too), so
+ * that statistics never change which path trains; where the gradient is needed
+ * afterwards (the diagnostics, record="epoch"'s sums) it is also stored.  The squares
+ * are of values pre-scaled by powers of two (fsg, fsw, fsd, fsz), as there; float32
+ * squares of one register block (at most 2 FB_RB of them per lane) are summed in
+ * float, then in double.
+ *
+ * Portable: GCC vector extensions at the target's native width (one source for the
+ * baseline, AVX2 and AVX-512 variants of the kernels).
+ */
+#include <stddef.h>
+#if defined(__AVX512F__) || defined(__FMA__)
+#include <immintrin.h>
+#endif
+
+#include "vcommon.h"
+#include "vfused.h"
+
+#if defined(__AVX512F__)
+#define FB_VEC 64
+#elif defined(__AVX__)
+#define FB_VEC 32
+#else
+#define FB_VEC 16
+#endif
+/* rows of W per register block: 2 FB_RB accumulators, two input vectors and a
+ * broadcast fit the 16 vector registers of AVX2 and SSE2 */
+#define FB_RB 6
+
+typedef double fb_vd __attribute__((vector_size(FB_VEC)));
+typedef double fb_vdu __attribute__((vector_size(FB_VEC), aligned(8), may_alias));
+typedef float fb_vf __attribute__((vector_size(FB_VEC)));
+typedef float fb_vfu __attribute__((vector_size(FB_VEC), aligned(4), may_alias));
+typedef double fb_vfd __attribute__((vector_size(2 * FB_VEC)));  /* float lanes, widened */
+
+#define FB_INLINE static inline __attribute__((always_inline))
+
+/* Every multiply-add is spelled out, and nothing is reassociated (this file is
+ * compiled with -ffp-contract=off -fno-associative-math): left to the compiler, which
+ * of two products it fuses into an add, or whether eta (g alpha) becomes (eta alpha) g,
+ * differs between the specialised copies of the loop, and then training with
+ * statistics would not give bit for bit the parameters of training without
+ * (tests/test_contract.py, tests/test_interrupt.py). */
+#if defined(__AVX512F__)
+#define FMA_D(a, b, c) ((fb_vd)_mm512_fmadd_pd((__m512d)(a), (__m512d)(b), (__m512d)(c)))
+#define FMA_F(a, b, c) ((fb_vf)_mm512_fmadd_ps((__m512)(a), (__m512)(b), (__m512)(c)))
+#define FNMA_D(a, b, c) ((fb_vd)_mm512_fnmadd_pd((__m512d)(a), (__m512d)(b), (__m512d)(c)))
+#define FNMA_F(a, b, c) ((fb_vf)_mm512_fnmadd_ps((__m512)(a), (__m512)(b), (__m512)(c)))
+#elif defined(__FMA__)
+#define FMA_D(a, b, c) ((fb_vd)_mm256_fmadd_pd((__m256d)(a), (__m256d)(b), (__m256d)(c)))
+#define FMA_F(a, b, c) ((fb_vf)_mm256_fmadd_ps((__m256)(a), (__m256)(b), (__m256)(c)))
+#define FNMA_D(a, b, c) ((fb_vd)_mm256_fnmadd_pd((__m256d)(a), (__m256d)(b), (__m256d)(c)))
+#define FNMA_F(a, b, c) ((fb_vf)_mm256_fnmadd_ps((__m256)(a), (__m256)(b), (__m256)(c)))
+#else
+#define FMA_D(a, b, c) ((a) * (b) + (c))
+#define FMA_F(a, b, c) ((a) * (b) + (c))
+#define FNMA_D(a, b, c) ((c) - (a) * (b))
+#define FNMA_F(a, b, c) ((c) - (a) * (b))
+#endif
+
+/* The first n lanes of a vector (the last columns of a row), the others zero. */
+FB_INLINE fb_vd ld_d(const double *x, int n)
+{
+#if defined(__AVX512F__)
+    return (fb_vd)_mm512_maskz_loadu_pd((__mmask8)((1u << n) - 1), x);
+#else
+    fb_vd r = {0};
+    for (int i = 0; i < n; i++)
+        r[i] = x[i];
+    return r;
+#endif
+}
+
+FB_INLINE void st_d(double *x, fb_vd v, int n)
+{
+#if defined(__AVX512F__)
+    _mm512_mask_storeu_pd(x, (__mmask8)((1u << n) - 1), (__m512d)v);
+#else
+    for (int i = 0; i < n; i++)
+        x[i] = v[i];
+#endif
+}
+
+FB_INLINE fb_vf ld_f(const float *x, int n)
+{
+#if defined(__AVX512F__)
+    return (fb_vf)_mm512_maskz_loadu_ps((__mmask16)((1u << n) - 1), x);
+#else
+    fb_vf r = {0};
+    for (int i = 0; i < n; i++)
+        r[i] = x[i];
+    return r;
+#endif
+}
+
+FB_INLINE void st_f(float *x, fb_vf v, int n)
+{
+#if defined(__AVX512F__)
+    _mm512_mask_storeu_ps(x, (__mmask16)((1u << n) - 1), (__m512)v);
+#else
+    for (int i = 0; i < n; i++)
+        x[i] = v[i];
+#endif
+}
+
+/* double */
+#define T double
+#define VT fb_vd
+#define VTU fb_vdu
+#define ACCT fb_vd
+#define WIDEN(x) (x)
+#define FMA FMA_D
+#define FNMA FNMA_D
+#define LD ld_d
+#define ST st_d
+#define SCALED 0
+#define SFX(name) name##_d
+#include "vfused_body.h"
+#undef T
+#undef VT
+#undef VTU
+#undef ACCT
+#undef WIDEN
+#undef FMA
+#undef FNMA
+#undef LD
+#undef ST
+#undef SCALED
+#undef SFX
+
+/* float */
+#define T float
+#define VT fb_vf
+#define VTU fb_vfu
+#define ACCT fb_vfd
+#define WIDEN(x) __builtin_convertvector((x), fb_vfd)
+#define FMA FMA_F
+#define FNMA FNMA_F
+#define LD ld_f
+#define ST st_f
+#define SCALED 1
+#define SFX(name) name##_f
+#include "vfused_body.h"
+#undef T
+#undef VT
+#undef VTU
+#undef ACCT
+#undef WIDEN
+#undef FMA
+#undef FNMA
+#undef LD
+#undef ST
+#undef SCALED
+#undef SFX
+
+FASTBP_HIDDEN void fastbp_grad_update(const double *D, const double *A, ptrdiff_t m,
+                                      ptrdiff_t n_out, ptrdiff_t n_in, double *W, double *V, double *F,
+                                      const double *W0, double *G, int mode, int stats,
+                                      const fastbp_gu_par *p, double *q)
+{
+    /* one specialised loop nest per update rule and statistics flag */
+#define GU_CALL(md, st) gu_layer_d(D, A, m, n_out, n_in, W, V, F, W0, G, md, st, p, q)
+    switch (mode) {
+    case GU_NESTEROV:
+        if (stats)
+            GU_CALL(GU_NESTEROV, 1);
+        else
+            GU_CALL(GU_NESTEROV, 0);
+        break;
+    case GU_MOMENTUM:
+        if (stats)
+            GU_CALL(GU_MOMENTUM, 1);
+        else
+            GU_CALL(GU_MOMENTUM, 0);
+        break;
+    default:
+        if (stats)
+            GU_CALL(GU_PLAIN, 1);
+        else
+            GU_CALL(GU_PLAIN, 0);
+    }
+#undef GU_CALL
+}
+
+FASTBP_HIDDEN void fastbp_grad_updatef(const float *D, const float *A, ptrdiff_t m,
+                                      ptrdiff_t n_out, ptrdiff_t n_in, float *W, float *V, float *F,
+                                      const float *W0, float *G, int mode, int stats,
+                                      const fastbp_gu_par *p, double *q)
+{
+    /* one specialised loop nest per update rule and statistics flag */
+#define GU_CALL(md, st) gu_layer_f(D, A, m, n_out, n_in, W, V, F, W0, G, md, st, p, q)
+    switch (mode) {
+    case GU_NESTEROV:
+        if (stats)
+            GU_CALL(GU_NESTEROV, 1);
+        else
+            GU_CALL(GU_NESTEROV, 0);
+        break;
+    case GU_MOMENTUM:
+        if (stats)
+            GU_CALL(GU_MOMENTUM, 1);
+        else
+            GU_CALL(GU_MOMENTUM, 0);
+        break;
+    default:
+        if (stats)
+            GU_CALL(GU_PLAIN, 1);
+        else
+            GU_CALL(GU_PLAIN, 0);
+    }
+#undef GU_CALL
+}

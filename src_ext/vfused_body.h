@@ -1,0 +1,219 @@
+/* The gradient-and-update kernel for one dtype, included by vfused.c with T (the
+ * dtype), VT / VTU (its vector, aligned / unaligned), ACCT (the vector the squares
+ * are summed in: double lanes), WIDEN (VT to ACCT), FMA / FNMA (a b + c and
+ * c - a b), LD / ST (loads and stores of the first n
+ * lanes), SCALED (whether the squares are of values pre-scaled by powers of two) and
+ * SFX (name suffix) defined.  No include guard: included once per dtype. */
+
+#define NL ((ptrdiff_t)(sizeof(VT) / sizeof(T)))
+
+typedef struct {
+    ACCT g, w, z, d, v, f;
+} SFX(gu_acc);
+
+typedef struct {
+    VT alpha, c, ea, eln, mu, mun, ag, fsw, fsd, fsz;
+    const T *W0;  /* start weights (distance) or NULL */
+    T *G;         /* where to store the gradient, or NULL */
+} SFX(gu_vpar);
+
+#define LDU(x) ((VT) * (const VTU *)(x))
+
+FB_INLINE VT SFX(gu_bc)(T x)
+{
+    VT r = {0};
+    return r + x;
+}
+
+#if SCALED
+#define SCALE(x, s) ((x) * (s))
+#else
+#define SCALE(x, s) (x)
+#endif
+
+/* Rows 0..rb-1 of W (and V, F), columns 0..2 NL-1 from off (D offset to the block's
+ * first row's column, A to its first column); with msk, only the first n0 (n1)
+ * lanes of the first (second) vector of each row. */
+FB_INLINE void SFX(gu_block)(const T *D, const T *A, ptrdiff_t m, ptrdiff_t n_out,
+                             ptrdiff_t n_in, ptrdiff_t off, T *W, T *V, T *F, const int rb,
+                             const int msk, int n0, int n1, const int mode, const int st,
+                             const SFX(gu_vpar) *p, SFX(gu_acc) *acc)
+{
+    VT g[FB_RB][2];
+    for (int r = 0; r < rb; r++)
+        for (int v = 0; v < 2; v++)
+            g[r][v] = (VT){0};
+    for (ptrdiff_t n = 0; n < m; n++) {
+        VT a[2];
+        const T *dn = D + n * n_out;
+        for (int v = 0; v < 2; v++)
+            a[v] = msk ? LD(A + n * n_in + v * NL, (v ? n1 : n0)) : LDU(A + n * n_in + v * NL);
+        for (int r = 0; r < rb; r++) {
+            VT d = SFX(gu_bc)(dn[r]);
+            for (int v = 0; v < 2; v++)
+                g[r][v] = FMA(d, a[v], g[r][v]);
+        }
+    }
+#if SCALED
+    VT sg = {0}, sw = {0}, sz = {0}, sd = {0}, sv = {0}, sf = {0};
+#else
+    VT sg = acc->g, sw = acc->w, sz = acc->z, sd = acc->d, sv = acc->v, sf = acc->f;
+#endif
+    /* unrolled, so that g stays in registers (the masked copy exceeds GCC's own
+     * unrolling limits otherwise) */
+#pragma GCC unroll 8
+    for (int r = 0; r < rb; r++) {
+#pragma GCC unroll 2
+        for (int v = 0; v < 2; v++) {
+            ptrdiff_t i = off + r * n_in + v * NL;
+            VT gs = g[r][v], wo, wn, t;
+            wo = msk ? LD(W + i, (v ? n1 : n0)) : LDU(W + i);
+            if (p->G) {
+                if (msk)
+                    ST(p->G + i, gs * p->alpha, (v ? n1 : n0));
+                else
+                    *(VTU *)(p->G + i) = gs * p->alpha;
+            }
+            if (mode == GU_PLAIN) {
+                wn = FNMA(p->ea, gs, wo * p->c);
+            } else {
+                VT vel, base = wo, vo;
+                if (mode == GU_NESTEROV)
+                    base = msk ? LD(F + i, (v ? n1 : n0)) : LDU(F + i);
+                vo = msk ? LD(V + i, (v ? n1 : n0)) : LDU(V + i);
+                vel = FNMA(p->ea, gs, FNMA(p->eln, base, vo * p->mu));
+                if (msk)
+                    ST(V + i, vel, (v ? n1 : n0));
+                else
+                    *(VTU *)(V + i) = vel;
+                wn = wo + vel;
+                t = SCALE(vel, p->fsd);
+                sv = FMA(t, t, sv);
+                if (mode == GU_NESTEROV) {
+                    VT ph = FMA(p->mun, vel, wn);
+                    if (msk)
+                        ST(F + i, ph, (v ? n1 : n0));
+                    else
+                        *(VTU *)(F + i) = ph;
+                    t = SCALE(ph, p->fsw);
+                    sf = FMA(t, t, sf);
+                }
+            }
+            if (msk)
+                ST(W + i, wn, (v ? n1 : n0));
+            else
+                *(VTU *)(W + i) = wn;
+            t = SCALE(wn, p->fsw);
+            sw = FMA(t, t, sw);
+            if (st) {
+                t = SCALE(gs, p->ag);
+                sg = FMA(t, t, sg);
+                t = SCALE(wn - wo, p->fsd);
+                sd = FMA(t, t, sd);
+            }
+            if (p->W0) {
+                VT w0 = msk ? LD(p->W0 + i, (v ? n1 : n0)) : LDU(p->W0 + i);
+                t = SCALE(wn - w0, p->fsz);
+                sz = FMA(t, t, sz);
+            }
+        }
+    }
+#if SCALED
+    acc->w += WIDEN(sw);
+    if (mode != GU_PLAIN)
+        acc->v += WIDEN(sv);
+    if (mode == GU_NESTEROV)
+        acc->f += WIDEN(sf);
+    if (st) {
+        acc->g += WIDEN(sg);
+        acc->d += WIDEN(sd);
+    }
+    if (p->W0)
+        acc->z += WIDEN(sz);
+#else
+    acc->g = sg;
+    acc->w = sw;
+    acc->z = sz;
+    acc->d = sd;
+    acc->v = sv;
+    acc->f = sf;
+#endif
+}
+
+/* Columns k .. k + 2 NL - 1 of every row (with msk, n0 and n1 of them). */
+FB_INLINE void SFX(gu_cols)(const T *D, const T *A, ptrdiff_t m, ptrdiff_t n_out,
+                            ptrdiff_t n_in, T *W, T *V, T *F, ptrdiff_t k, const int msk,
+                            int n0, int n1, const int mode, const int st,
+                            const SFX(gu_vpar) *p, SFX(gu_acc) *acc)
+{
+    ptrdiff_t j = 0;
+    for (; j + FB_RB <= n_out; j += FB_RB)
+        SFX(gu_block)(D + j, A + k, m, n_out, n_in, j * n_in + k, W, V, F, FB_RB, msk, n0, n1,
+                      mode, st, p, acc);
+#define FB_TAIL(rb)                                                                       \
+    case rb:                                                                              \
+        SFX(gu_block)(D + j, A + k, m, n_out, n_in, j * n_in + k, W, V, F, rb, msk, n0, \
+                      n1, mode, st, p, acc);                                              \
+        break;
+    switch (n_out - j) {
+        FB_TAIL(1)
+        FB_TAIL(2)
+        FB_TAIL(3)
+#if FB_RB > 4
+        FB_TAIL(4)
+        FB_TAIL(5)
+#endif
+    default:
+        break;
+    }
+#undef FB_TAIL
+}
+
+FB_INLINE void SFX(gu_layer)(const T *D, const T *A, ptrdiff_t m, ptrdiff_t n_out,
+                             ptrdiff_t n_in, T *W, T *V, T *F, const T *W0, T *G,
+                             const int mode, const int st, const fastbp_gu_par *par,
+                             double *q)
+{
+    SFX(gu_vpar) p;
+    SFX(gu_acc) acc;
+    ptrdiff_t k = 0, j, rem;
+    double tq[6];
+    p.alpha = SFX(gu_bc)((T)par->alpha);
+    p.c = SFX(gu_bc)((T)par->c);
+    p.ea = SFX(gu_bc)((T)(par->eta * par->alpha));
+    p.eln = SFX(gu_bc)((T)(par->eta * par->ln));
+    p.mu = SFX(gu_bc)((T)par->mu);
+    p.mun = SFX(gu_bc)((T)par->mu_next);
+    p.ag = SFX(gu_bc)((T)(par->alpha * par->fsg));
+    p.fsw = SFX(gu_bc)((T)par->fsw);
+    p.fsd = SFX(gu_bc)((T)par->fsd);
+    p.fsz = SFX(gu_bc)((T)par->fsz);
+    p.W0 = W0;
+    p.G = G;
+    acc.g = acc.w = acc.z = acc.d = acc.v = acc.f = (ACCT){0};
+    for (; k + 2 * NL <= n_in; k += 2 * NL)
+        SFX(gu_cols)(D, A, m, n_out, n_in, W, V, F, k, 0, 0, 0, mode, st, &p, &acc);
+    rem = n_in - k;
+    if (rem > 0)
+        SFX(gu_cols)(D, A, m, n_out, n_in, W, V, F, k, 1, rem < NL ? (int)rem : (int)NL,
+                     rem < NL ? 0 : (int)(rem - NL), mode, st, &p, &acc);
+    for (j = 0; j < 6; j++)
+        tq[j] = 0;
+    for (j = 0; j < (ptrdiff_t)(sizeof(ACCT) / sizeof(double)); j++) {
+        tq[0] += acc.g[j];
+        tq[1] += acc.w[j];
+        tq[2] += acc.z[j];
+        tq[3] += acc.d[j];
+        tq[4] += acc.v[j];
+        tq[5] += acc.f[j];
+    }
+#if !SCALED
+    tq[0] *= par->alpha * par->alpha;  /* the squares of the unscaled sums */
+#endif
+    for (j = 0; j < 6; j++)
+        q[j] += tq[j];
+}
+
+#undef SCALE
+#undef LDU
+#undef NL
