@@ -9,8 +9,9 @@ fastbp allocates them, ``fastbp._contract.aligned_zeros``) against 16 bytes past
 NumPy's own alignment (``contract_runner(..., offset=16)``).
 
 ``fused``: each weight gradient formed inside the update (src_ext/vfused.c, the
-path of mini-batches up to ``_set_fused_m_max``'s bound) against the BLAS product
-written to memory and read back by the update loop (the bound set to 0).
+path of mini-batches up to ``_set_fused_m_max``'s bounds: by default float64's up to
+16 examples) against the BLAS product written to memory and read back by the update
+loop (the bound set to 0), whatever the default for the dtype.
 
 One BLAS thread, the harness's data, start parameters and order, record="batch"; the
 two rows run in turn within every round (``interleaved_rounds``) and the ratio is the
@@ -45,7 +46,7 @@ def _with_fused_bound(runner, kernels, bound):
         try:
             inner()
         finally:
-            kernels._set_fused_m_max(old)
+            kernels._set_fused_m_max(*old)
 
     runner.run = run
     return runner

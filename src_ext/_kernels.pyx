@@ -731,19 +731,22 @@ cdef class Workspace:
 
 
 # Mini-batches of at most this many examples form the weight gradients inside the
-# update (vfused.c) instead of through BLAS; _set_fused_m_max changes it (tests and
-# benchmarks/ab.py compare the two paths).  Measured with `ab.py fused` (blas / fused,
-# epoch time): A (m = 10) 1.06 float64, 0.99 float32; C (m = 32) 0.97 float64, 1.02
-# float32: the product of a 32-example mini-batch is long enough for BLAS's kernel.
-cdef Py_ssize_t fused_m_max = 16
+# update (vfused.c) instead of through BLAS, per dtype; _set_fused_m_max changes the
+# bounds (tests and benchmarks/ab.py compare the two paths).  Measured with
+# `ab.py fused` (blas / fused, epoch time, 9 rounds): A (m = 10) 1.06 in float64 but
+# 0.98 in float32 (SciPy's sgemm small-matrix kernel is twice as fast per entry, and
+# the float32 update pre-scales its squares), C (m = 32) 0.97 float64, 1.02 float32.
+cdef Py_ssize_t fused_m_max_d = 16
+cdef Py_ssize_t fused_m_max_f = 0
 
 
-def _set_fused_m_max(Py_ssize_t m):
-    """Set the largest mini-batch of the fused gradient-and-update path (0: never);
-    returns the previous value."""
-    global fused_m_max
-    cdef Py_ssize_t old = fused_m_max
-    fused_m_max = m
+def _set_fused_m_max(Py_ssize_t m64, m32=None):
+    """Set the largest mini-batch of the fused gradient-and-update path, float64 and
+    float32 (``m32`` defaults to ``m64``; 0: never); returns the previous pair."""
+    global fused_m_max_d, fused_m_max_f
+    old = (fused_m_max_d, fused_m_max_f)
+    fused_m_max_d = m64
+    fused_m_max_f = m64 if m32 is None else m32
     return old
 
 
@@ -1892,8 +1895,13 @@ cdef int train_batches(Net* c, floating* P, floating* V, const floating* X, cons
     cdef double cnt
     cdef bint stats = record != RECORD_NONE
     cdef bint sampled
+    cdef Py_ssize_t fuse_max
     cdef int64_t t = t_io[0]
     lim = (DBL_MAX if floating is double else <double> FLT_MAX) * 0.25
+    if floating is double:
+        fuse_max = fused_m_max_d
+    else:
+        fuse_max = fused_m_max_f
     Pf = <floating*> c.PHI if nesterov else P
     for k in range(k0, k1):
         start = k * bs
@@ -1924,7 +1932,7 @@ cdef int train_batches(Net* c, floating* P, floating* V, const floating* X, cons
         mu_next = momentum_at(kind, mu_c, mu_max, period, t + 1)
         # small mini-batches form each weight gradient inside the update (vfused.c),
         # storing it only where the epoch's sums or the diagnostics read it
-        c.defer_w = m <= fused_m_max
+        c.defer_w = m <= fuse_max
         c.store_g = record == RECORD_EPOCH or sampled
         phase = fused_pass(c, Pf, Xb, Yb, m, <floating> (1.0 / dm), 0, stats, &cost, &fl)
         c.hz = NULL

@@ -47,7 +47,7 @@ def fused_bound(mod, m):
     try:
         yield
     finally:
-        mod._set_fused_m_max(old)
+        mod._set_fused_m_max(*old)
 
 
 @pytest.fixture(params=[pytest.param(m, id=n) for n, m in VARIANTS] or [None])
