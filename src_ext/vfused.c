@@ -38,6 +38,9 @@
 /* rows of W per register block: 2 FB_RB accumulators, two input vectors and a
  * broadcast fit the 16 vector registers of AVX2 and SSE2 */
 #define FB_RB 6
+#if FB_RB != 4 && FB_RB != 6
+#error "the row blocks' remainders (vfused_body.h) are written for FB_RB 4 or 6"
+#endif
 
 typedef double fb_vd __attribute__((vector_size(FB_VEC)));
 typedef double fb_vdu __attribute__((vector_size(FB_VEC), aligned(8), may_alias));

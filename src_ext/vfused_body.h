@@ -140,33 +140,24 @@ FB_INLINE void SFX(gu_block)(const T *D, const T *A, ptrdiff_t m, ptrdiff_t n_ou
 #endif
 }
 
-/* Columns k .. k + 2 NL - 1 of every row (with msk, n0 and n1 of them). */
-FB_INLINE void SFX(gu_cols)(const T *D, const T *A, ptrdiff_t m, ptrdiff_t n_out,
-                            ptrdiff_t n_in, T *W, T *V, T *F, ptrdiff_t k, const int msk,
-                            int n0, int n1, const int mode, const int st,
-                            const SFX(gu_vpar) *p, SFX(gu_acc) *acc)
+/* Rows j .. j + rb - 1, all columns: two vectors at a time, then the last n_in mod
+ * 2 NL masked.  Rows outer, columns inner: each row block streams its rows of W in
+ * order (the prefetchers follow FB_RB streams, not n_out), and A's rows come from L1
+ * or L2 again for every block. */
+FB_INLINE void SFX(gu_rows)(const T *D, const T *A, ptrdiff_t m, ptrdiff_t n_out,
+                            ptrdiff_t n_in, T *W, T *V, T *F, ptrdiff_t j, const int rb,
+                            const int mode, const int st, const SFX(gu_vpar) *p,
+                            SFX(gu_acc) *acc)
 {
-    ptrdiff_t j = 0;
-    for (; j + FB_RB <= n_out; j += FB_RB)
-        SFX(gu_block)(D + j, A + k, m, n_out, n_in, j * n_in + k, W, V, F, FB_RB, msk, n0, n1,
-                      mode, st, p, acc);
-#define FB_TAIL(rb)                                                                       \
-    case rb:                                                                              \
-        SFX(gu_block)(D + j, A + k, m, n_out, n_in, j * n_in + k, W, V, F, rb, msk, n0, \
-                      n1, mode, st, p, acc);                                              \
-        break;
-    switch (n_out - j) {
-        FB_TAIL(1)
-        FB_TAIL(2)
-        FB_TAIL(3)
-#if FB_RB > 4
-        FB_TAIL(4)
-        FB_TAIL(5)
-#endif
-    default:
-        break;
-    }
-#undef FB_TAIL
+    ptrdiff_t k = 0, rem;
+    for (; k + 2 * NL <= n_in; k += 2 * NL)
+        SFX(gu_block)(D + j, A + k, m, n_out, n_in, j * n_in + k, W, V, F, rb, 0, 0, 0, mode,
+                      st, p, acc);
+    rem = n_in - k;
+    if (rem > 0)
+        SFX(gu_block)(D + j, A + k, m, n_out, n_in, j * n_in + k, W, V, F, rb, 1,
+                      rem < NL ? (int)rem : (int)NL, rem < NL ? 0 : (int)(rem - NL), mode, st,
+                      p, acc);
 }
 
 FB_INLINE void SFX(gu_layer)(const T *D, const T *A, ptrdiff_t m, ptrdiff_t n_out,
@@ -176,7 +167,7 @@ FB_INLINE void SFX(gu_layer)(const T *D, const T *A, ptrdiff_t m, ptrdiff_t n_ou
 {
     SFX(gu_vpar) p;
     SFX(gu_acc) acc;
-    ptrdiff_t k = 0, j, rem;
+    ptrdiff_t j;
     double tq[6];
     p.alpha = SFX(gu_bc)((T)par->alpha);
     p.c = SFX(gu_bc)((T)par->c);
@@ -191,12 +182,24 @@ FB_INLINE void SFX(gu_layer)(const T *D, const T *A, ptrdiff_t m, ptrdiff_t n_ou
     p.W0 = W0;
     p.G = G;
     acc.g = acc.w = acc.z = acc.d = acc.v = acc.f = (ACCT){0};
-    for (; k + 2 * NL <= n_in; k += 2 * NL)
-        SFX(gu_cols)(D, A, m, n_out, n_in, W, V, F, k, 0, 0, 0, mode, st, &p, &acc);
-    rem = n_in - k;
-    if (rem > 0)
-        SFX(gu_cols)(D, A, m, n_out, n_in, W, V, F, k, 1, rem < NL ? (int)rem : (int)NL,
-                     rem < NL ? 0 : (int)(rem - NL), mode, st, &p, &acc);
+    for (j = 0; j + FB_RB <= n_out; j += FB_RB)
+        SFX(gu_rows)(D, A, m, n_out, n_in, W, V, F, j, FB_RB, mode, st, &p, &acc);
+#define FB_TAIL(rb)                                                                \
+    case rb:                                                                       \
+        SFX(gu_rows)(D, A, m, n_out, n_in, W, V, F, j, rb, mode, st, &p, &acc); \
+        break;
+    switch (n_out - j) {
+        FB_TAIL(1)
+        FB_TAIL(2)
+        FB_TAIL(3)
+#if FB_RB > 4
+        FB_TAIL(4)
+        FB_TAIL(5)
+#endif
+    default:
+        break;
+    }
+#undef FB_TAIL
     for (j = 0; j < 6; j++)
         tq[j] = 0;
     for (j = 0; j < (ptrdiff_t)(sizeof(ACCT) / sizeof(double)); j++) {
