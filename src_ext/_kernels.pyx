@@ -1505,8 +1505,9 @@ cdef inline void update_weights(int kind, bint nesterov, bint stats, bint dist, 
 
 
 cdef inline bint unscaled_safe(double s) noexcept nogil:
-    """Whether the squares of values below 1/s need no pre-scaling in double: no
-    overflow, and what underflows is below 2^-600 of the largest square."""
+    """Whether the squares of values up to 1/s need no pre-scaling in double: none
+    overflows, and every value down to 2^-311 of 1/s squares to a normal number (the
+    pre-scaled sums of update_loop: down to 2^-511 of it)."""
     return UNSCALED_LO <= s <= UNSCALED_HI
 
 
