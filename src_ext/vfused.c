@@ -73,50 +73,36 @@ typedef double fb_vfd __attribute__((vector_size(2 * FB_VEC)));  /* float lanes,
 #define FNMA_F(a, b, c) ((c) - (a) * (b))
 #endif
 
-/* The first n lanes of a vector (the last columns of a row), the others zero. */
-FB_INLINE fb_vd ld_d(const double *x, int n)
-{
+/* The first n lanes of a vector (the last columns of a row), the others zero; and
+ * the store of the first n lanes. */
 #if defined(__AVX512F__)
-    return (fb_vd)_mm512_maskz_loadu_pd((__mmask8)((1u << n) - 1), x);
+#define FB_MASKED(sfx, T, VT, MASK, LOADZ, STORE, RAW)                              \
+    FB_INLINE VT ld_##sfx(const T *x, int n)                                        \
+    {                                                                               \
+        return (VT)LOADZ((MASK)((1u << n) - 1), x);                                 \
+    }                                                                               \
+    FB_INLINE void st_##sfx(T *x, VT v, int n)                                      \
+    {                                                                               \
+        STORE(x, (MASK)((1u << n) - 1), (RAW)v);                                    \
+    }
 #else
-    fb_vd r = {0};
-    for (int i = 0; i < n; i++)
-        r[i] = x[i];
-    return r;
+#define FB_MASKED(sfx, T, VT, MASK, LOADZ, STORE, RAW)                              \
+    FB_INLINE VT ld_##sfx(const T *x, int n)                                        \
+    {                                                                               \
+        VT r = {0};                                                                 \
+        for (int i = 0; i < n; i++)                                                 \
+            r[i] = x[i];                                                            \
+        return r;                                                                   \
+    }                                                                               \
+    FB_INLINE void st_##sfx(T *x, VT v, int n)                                      \
+    {                                                                               \
+        for (int i = 0; i < n; i++)                                                 \
+            x[i] = v[i];                                                            \
+    }
 #endif
-}
-
-FB_INLINE void st_d(double *x, fb_vd v, int n)
-{
-#if defined(__AVX512F__)
-    _mm512_mask_storeu_pd(x, (__mmask8)((1u << n) - 1), (__m512d)v);
-#else
-    for (int i = 0; i < n; i++)
-        x[i] = v[i];
-#endif
-}
-
-FB_INLINE fb_vf ld_f(const float *x, int n)
-{
-#if defined(__AVX512F__)
-    return (fb_vf)_mm512_maskz_loadu_ps((__mmask16)((1u << n) - 1), x);
-#else
-    fb_vf r = {0};
-    for (int i = 0; i < n; i++)
-        r[i] = x[i];
-    return r;
-#endif
-}
-
-FB_INLINE void st_f(float *x, fb_vf v, int n)
-{
-#if defined(__AVX512F__)
-    _mm512_mask_storeu_ps(x, (__mmask16)((1u << n) - 1), (__m512)v);
-#else
-    for (int i = 0; i < n; i++)
-        x[i] = v[i];
-#endif
-}
+FB_MASKED(d, double, fb_vd, __mmask8, _mm512_maskz_loadu_pd, _mm512_mask_storeu_pd, __m512d)
+FB_MASKED(f, float, fb_vf, __mmask16, _mm512_maskz_loadu_ps, _mm512_mask_storeu_ps, __m512)
+#undef FB_MASKED
 
 /* double */
 #define T double
@@ -130,18 +116,7 @@ FB_INLINE void st_f(float *x, fb_vf v, int n)
 #define ST st_d
 #define SCALED 0
 #define SFX(name) name##_d
-#include "vfused_body.h"
-#undef T
-#undef VT
-#undef VTU
-#undef ACCT
-#undef WIDEN
-#undef FMA
-#undef FNMA
-#undef LD
-#undef ST
-#undef SCALED
-#undef SFX
+#include "vfused_body.h"  /* undefines the parameters above */
 
 /* float */
 #define T float
@@ -155,73 +130,20 @@ FB_INLINE void st_f(float *x, fb_vf v, int n)
 #define ST st_f
 #define SCALED 1
 #define SFX(name) name##_f
-#include "vfused_body.h"
-#undef T
-#undef VT
-#undef VTU
-#undef ACCT
-#undef WIDEN
-#undef FMA
-#undef FNMA
-#undef LD
-#undef ST
-#undef SCALED
-#undef SFX
+#include "vfused_body.h"  /* undefines the parameters above */
 
 FASTBP_HIDDEN void fastbp_grad_update(const double *D, const double *A, ptrdiff_t m,
-                                      ptrdiff_t n_out, ptrdiff_t n_in, double *W, double *V, double *F,
-                                      const double *W0, double *G, int mode, int stats,
-                                      const fastbp_gu_par *p, double *q)
+                                      ptrdiff_t n_out, ptrdiff_t n_in, double *W, double *V,
+                                      double *F, const double *W0, double *G, int mode,
+                                      int stats, const fastbp_gu_par *p, double *q)
 {
-    /* one specialised loop nest per update rule and statistics flag */
-#define GU_CALL(md, st) gu_layer_d(D, A, m, n_out, n_in, W, V, F, W0, G, md, st, p, q)
-    switch (mode) {
-    case GU_NESTEROV:
-        if (stats)
-            GU_CALL(GU_NESTEROV, 1);
-        else
-            GU_CALL(GU_NESTEROV, 0);
-        break;
-    case GU_MOMENTUM:
-        if (stats)
-            GU_CALL(GU_MOMENTUM, 1);
-        else
-            GU_CALL(GU_MOMENTUM, 0);
-        break;
-    default:
-        if (stats)
-            GU_CALL(GU_PLAIN, 1);
-        else
-            GU_CALL(GU_PLAIN, 0);
-    }
-#undef GU_CALL
+    gu_dispatch_d(D, A, m, n_out, n_in, W, V, F, W0, G, mode, stats, p, q);
 }
 
 FASTBP_HIDDEN void fastbp_grad_updatef(const float *D, const float *A, ptrdiff_t m,
-                                      ptrdiff_t n_out, ptrdiff_t n_in, float *W, float *V, float *F,
-                                      const float *W0, float *G, int mode, int stats,
-                                      const fastbp_gu_par *p, double *q)
+                                       ptrdiff_t n_out, ptrdiff_t n_in, float *W, float *V,
+                                       float *F, const float *W0, float *G, int mode,
+                                       int stats, const fastbp_gu_par *p, double *q)
 {
-    /* one specialised loop nest per update rule and statistics flag */
-#define GU_CALL(md, st) gu_layer_f(D, A, m, n_out, n_in, W, V, F, W0, G, md, st, p, q)
-    switch (mode) {
-    case GU_NESTEROV:
-        if (stats)
-            GU_CALL(GU_NESTEROV, 1);
-        else
-            GU_CALL(GU_NESTEROV, 0);
-        break;
-    case GU_MOMENTUM:
-        if (stats)
-            GU_CALL(GU_MOMENTUM, 1);
-        else
-            GU_CALL(GU_MOMENTUM, 0);
-        break;
-    default:
-        if (stats)
-            GU_CALL(GU_PLAIN, 1);
-        else
-            GU_CALL(GU_PLAIN, 0);
-    }
-#undef GU_CALL
+    gu_dispatch_f(D, A, m, n_out, n_in, W, V, F, W0, G, mode, stats, p, q);
 }

@@ -1,9 +1,9 @@
 /* The gradient-and-update kernel for one dtype, included by vfused.c with T (the
  * dtype), VT / VTU (its vector, aligned / unaligned), ACCT (the vector the squares
- * are summed in: double lanes), WIDEN (VT to ACCT), FMA / FNMA (a b + c and
- * c - a b), LD / ST (loads and stores of the first n
- * lanes), SCALED (whether the squares are of values pre-scaled by powers of two) and
- * SFX (name suffix) defined.  No include guard: included once per dtype. */
+ * are summed in: double lanes), WIDEN (VT to ACCT), FMA / FNMA (a b + c and c - a b),
+ * LD / ST (loads and stores of the first n lanes), SCALED (whether the squares are of
+ * values pre-scaled by powers of two) and SFX (name suffix) defined; undefines them
+ * at its end.  No include guard: included once per dtype. */
 
 #define NL ((ptrdiff_t)(sizeof(VT) / sizeof(T)))
 
@@ -217,6 +217,46 @@ FB_INLINE void SFX(gu_layer)(const T *D, const T *A, ptrdiff_t m, ptrdiff_t n_ou
         q[j] += tq[j];
 }
 
+/* One specialised loop nest per update rule and statistics flag. */
+static void SFX(gu_dispatch)(const T *D, const T *A, ptrdiff_t m, ptrdiff_t n_out,
+                             ptrdiff_t n_in, T *W, T *V, T *F, const T *W0, T *G, int mode,
+                             int stats, const fastbp_gu_par *p, double *q)
+{
+#define GU_CALL(md, st) SFX(gu_layer)(D, A, m, n_out, n_in, W, V, F, W0, G, md, st, p, q)
+    switch (mode) {
+    case GU_NESTEROV:
+        if (stats)
+            GU_CALL(GU_NESTEROV, 1);
+        else
+            GU_CALL(GU_NESTEROV, 0);
+        break;
+    case GU_MOMENTUM:
+        if (stats)
+            GU_CALL(GU_MOMENTUM, 1);
+        else
+            GU_CALL(GU_MOMENTUM, 0);
+        break;
+    default:
+        if (stats)
+            GU_CALL(GU_PLAIN, 1);
+        else
+            GU_CALL(GU_PLAIN, 0);
+    }
+#undef GU_CALL
+}
+
 #undef SCALE
 #undef LDU
 #undef NL
+/* the parameters of this inclusion */
+#undef T
+#undef VT
+#undef VTU
+#undef ACCT
+#undef WIDEN
+#undef FMA
+#undef FNMA
+#undef LD
+#undef ST
+#undef SCALED
+#undef SFX
