@@ -1579,6 +1579,7 @@ cdef void update_layer(Net* c, int l, floating* P, floating* V, Py_ssize_t m,
     cdef double qb[6]
     cdef bint stats = record != RECORD_NONE
     cdef bint fused
+    cdef const floating* Ain
     memset(qw, 0, 6 * sizeof(double))
     memset(qb, 0, 6 * sizeof(double))
     # power-of-two scales from bounds on |g|, |W| and |W_new - W_old| known
@@ -1593,9 +1594,9 @@ cdef void update_layer(Net* c, int l, floating* P, floating* V, Py_ssize_t m,
     if fused and floating is double and not (unscaled_safe(sg) and unscaled_safe(sw)
                                              and unscaled_safe(sd) and unscaled_safe(sz)):
         # extreme scales: the product now, and the scaled update loop
-        gemm(CH_N, CH_T, <int> c.sizes[l], <int> c.sizes[l + 1], <int> m,
-             <floating> (1.0 / dm), <floating*> c.Xb if l == 0 else <floating*> c.A + c.act_off[l - 1],
-             <int> c.sizes[l], <floating*> c.D + c.act_off[l], <int> c.sizes[l + 1], 0,
+        Ain = <floating*> c.Xb if l == 0 else <floating*> c.A + c.act_off[l - 1]
+        gemm(CH_N, CH_T, <int> c.sizes[l], <int> c.sizes[l + 1], <int> m, <floating> (1.0 / dm),
+             Ain, <int> c.sizes[l], <floating*> c.D + c.act_off[l], <int> c.sizes[l + 1], 0,
              <floating*> GW, <int> c.sizes[l])
         fused = False
     if fused:
