@@ -139,9 +139,10 @@ def aligned_zeros(n: int, dtype, offset: int = 0) -> np.ndarray:
     return raw[start : start + nbytes].view(dt)
 
 
-def aligned(a: np.ndarray) -> np.ndarray:
-    """``a`` itself if it starts on a 64-byte boundary, else a C-contiguous aligned copy."""
-    if a.ctypes.data % ALIGN == 0:
+def aligned(a: np.ndarray, copy: bool = False) -> np.ndarray:
+    """``a`` itself if it starts on a 64-byte boundary (and ``copy`` is false), else a
+    C-contiguous aligned copy."""
+    if not copy and a.ctypes.data % ALIGN == 0:
         return a
     out = aligned_zeros(a.size, a.dtype).reshape(a.shape)
     out[...] = a

@@ -1061,8 +1061,7 @@ class Network:
             else:
                 self._rng, self._rng_seed = rng, seed_used
             if groups and self._stats_start is None:
-                self._stats_start = aligned_zeros(self._params.size, self._params.dtype)
-                self._stats_start[...] = self._params
+                self._stats_start = aligned(self._params, copy=True)
             diag = (
                 _DiagSetup(dx.group_mask(groups), groups, stats_every, noise_ema, diag_rows)
                 if groups

@@ -262,9 +262,9 @@ cdef enum:
 
 cdef double SAFE_LO = 2.0 ** -900
 cdef double SAFE_HI = 2.0 ** 900
-# the powers of two a float holds as normal numbers
 cdef double UNSCALED_LO = 2.0 ** -200  # unscaled_safe's range of scales
 cdef double UNSCALED_HI = 2.0 ** 200
+# the powers of two a float holds as normal numbers
 cdef double FLT_POW2_LO = 2.0 ** -126
 cdef double FLT_POW2_HI = 2.0 ** 127
 
@@ -580,9 +580,6 @@ ctypedef struct Net:
     void* A2          # squared scaled activations,
     void* GM          # (max n_out * n_in) second moments of one layer
     double* c2        # (max width) column sums of D2
-    int defer_w       # this mini-batch's weight gradients are formed by update_layer,
-                      # fused with the update (vfused.c), not by fused_pass
-    int store_g       # ... and also stored in G
 
 
 ctypedef struct DiagC:
@@ -701,8 +698,6 @@ cdef class Workspace:
         self.net.A2 = NULL
         self.net.GM = NULL
         self.net.c2 = NULL
-        self.net.defer_w = 0
-        self.net.store_g = 0
 
     def _ensure_moments(self):
         """Allocate the buffers of the moments group (once per workspace)."""
@@ -1272,10 +1267,25 @@ cdef int hidden_delta(Net* c, int l, floating* D, Py_ssize_t m, bint stats) noex
 # --------------------------------------------------------------------------
 # One pass over a block of examples: forward, output delta, backward, dW.
 # --------------------------------------------------------------------------
+cdef inline const floating* layer_input(Net* c, int l, const floating* X) noexcept nogil:
+    """The input of layer l: X (the m rows of this pass) for the first, else the
+    previous layer's activations."""
+    return X if l == 0 else <const floating*> c.A + c.act_off[l - 1]
+
+
+cdef inline void weight_gradient(Net* c, int l, const floating* X, Py_ssize_t m,
+                                 floating alpha, floating beta) noexcept nogil:
+    """g_W (n_out, n_in) of layer l = alpha delta_l^T a_{l-1} + beta g_W, through BLAS."""
+    cdef int n_in = <int> c.sizes[l], n_out = <int> c.sizes[l + 1]
+    gemm(CH_N, CH_T, n_in, n_out, <int> m, alpha, layer_input(c, l, X), n_in,
+         <floating*> c.D + c.act_off[l], n_out, beta, <floating*> c.G + c.w_off[l], n_in)
+
+
 cdef int fused_pass(Net* c, const floating* P, const floating* X, const floating* Y,
                     Py_ssize_t m, floating g_alpha, floating g_beta, bint stats,
-                    double* cost, int* fault_layer) noexcept nogil:
-    """Forward and backward over m rows; gradient into G with alpha/beta of gemm.
+                    bint defer_w, double* cost, int* fault_layer) noexcept nogil:
+    """Forward and backward over m rows; gradient into G with alpha/beta of gemm, the
+    weights' part left to the update when defer_w (it forms them in registers).
 
     Returns -1 if all values are finite, else the PHASE_* code (fault_layer set).
     Column sums of the deltas are *added* to c.colsum (the caller zeroes it).
@@ -1284,13 +1294,12 @@ cdef int fused_pass(Net* c, const floating* P, const floating* X, const floating
     cdef int n_in, n_out
     cdef const floating* Ain
     cdef floating* Z
-    cdef floating* G = <floating*> c.G
     cdef floating* Abuf = <floating*> c.A
     cdef floating* Dbuf = <floating*> c.D
     for l in range(L):
         n_in = <int> c.sizes[l]
         n_out = <int> c.sizes[l + 1]
-        Ain = X if l == 0 else Abuf + c.act_off[l - 1]
+        Ain = layer_input(c, l, X)
         if l < L - 1:
             Z = Abuf + c.act_off[l]
         else:
@@ -1310,7 +1319,6 @@ cdef int fused_pass(Net* c, const floating* P, const floating* X, const floating
     for l in range(L - 1, -1, -1):
         n_in = <int> c.sizes[l]
         n_out = <int> c.sizes[l + 1]
-        Ain = X if l == 0 else Abuf + c.act_off[l - 1]
         if l > 0:
             # delta_{l-1} (m, n_in) = delta_l (m, n_out) @ W_l, then times slopes
             gemm(CH_N, CH_N, n_in, <int> m, n_out, 1, P + c.w_off[l], n_in,
@@ -1318,11 +1326,8 @@ cdef int fused_pass(Net* c, const floating* P, const floating* X, const floating
             if hidden_delta(c, l - 1, Dbuf + c.act_off[l - 1], m, stats):
                 fault_layer[0] = l - 1
                 return PHASE_BACKWARD
-        # g_W (n_out, n_in) = alpha delta_l.T @ a_{l-1} + beta g_W (unless deferred to
-        # the update, which forms it in registers)
-        if not c.defer_w:
-            gemm(CH_N, CH_T, n_in, n_out, <int> m, g_alpha, Ain, n_in, Dbuf + c.act_off[l],
-                 n_out, g_beta, G + c.w_off[l], n_in)
+        if not defer_w:
+            weight_gradient(c, l, X, m, g_alpha, g_beta)
     return -1
 
 
@@ -1522,7 +1527,7 @@ cdef inline void grad_update(Net* c, int l, floating* W, floating* VW, floating*
     cdef fastbp_gu_par p
     cdef double r[6]
     cdef floating zero = 0
-    cdef const floating* Ain = <floating*> c.Xb if l == 0 else <floating*> c.A + c.act_off[l - 1]
+    cdef const floating* Ain = layer_input(c, l, <const floating*> c.Xb)
     cdef const floating* D = <floating*> c.D + c.act_off[l]
     cdef double fsg = 1, fsw = 1, fsd = 1, fsz = 1
     if floating is float:
@@ -1557,8 +1562,10 @@ cdef inline void grad_update(Net* c, int l, floating* W, floating* VW, floating*
 
 cdef void update_layer(Net* c, int l, floating* P, floating* V, Py_ssize_t m,
                        int kind, bint nesterov, double eta, double lmbda_n, double mu,
-                       double mu_next, int record) noexcept nogil:
-    """Apply SPEC section 3's update to layer l, computing its norms in the same pass."""
+                       double mu_next, int record, bint fused, bint store_g) noexcept nogil:
+    """Apply SPEC section 3's update to layer l, computing its norms in the same pass;
+    with ``fused`` (fused_pass deferred the weight gradient) forming the gradient too,
+    and storing it in G if ``store_g``."""
     cdef int L = c.L
     cdef Py_ssize_t n_w = c.sizes[l + 1] * c.sizes[l], n_b = c.sizes[l + 1], i
     cdef floating* W = P + c.w_off[l]
@@ -1578,8 +1585,6 @@ cdef void update_layer(Net* c, int l, floating* P, floating* V, Py_ssize_t m,
     cdef double qw[6]
     cdef double qb[6]
     cdef bint stats = record != RECORD_NONE
-    cdef bint fused
-    cdef const floating* Ain
     memset(qw, 0, 6 * sizeof(double))
     memset(qb, 0, 6 * sizeof(double))
     # power-of-two scales from bounds on |g|, |W| and |W_new - W_old| known
@@ -1590,18 +1595,13 @@ cdef void update_layer(Net* c, int l, floating* P, floating* V, Py_ssize_t m,
     if c.w0 != NULL:  # distance: ||W_new - W_start|| <= ||W_new|| + ||W_start||
         sz = pow2(-<int> pow2_exponent(c.bacc[B_PB * L + l] + c.nrm0[l]))
         W0 = <const floating*> c.w0 + c.w_off[l]
-    fused = c.defer_w
     if fused and floating is double and not (unscaled_safe(sg) and unscaled_safe(sw)
                                              and unscaled_safe(sd) and unscaled_safe(sz)):
         # extreme scales: the product now, and the scaled update loop
-        Ain = <floating*> c.Xb if l == 0 else <floating*> c.A + c.act_off[l - 1]
-        gemm(CH_N, CH_T, <int> c.sizes[l], <int> c.sizes[l + 1], <int> m, <floating> (1.0 / dm),
-             Ain, <int> c.sizes[l], <floating*> c.D + c.act_off[l], <int> c.sizes[l + 1], 0,
-             <floating*> GW, <int> c.sizes[l])
+        weight_gradient(c, l, <const floating*> c.Xb, m, <floating> (1.0 / dm), 0)
         fused = False
     if fused:
-        # the gradient is kept where the epoch's sums or the diagnostics read it
-        grad_update(c, l, W, VW, FW, W0, <floating*> GW if c.store_g else NULL, m,
+        grad_update(c, l, W, VW, FW, W0, <floating*> GW if store_g else NULL, m,
                     GU_PLAIN if kind == MOMENTUM_NONE else (
                         GU_NESTEROV if nesterov else GU_MOMENTUM),
                     stats, eta, lmbda_n, mu, mu_next, sg, sw, sd, sz, qw)
@@ -1707,7 +1707,7 @@ cdef void diag_layer(Net* c, DiagC* dg, int l, const floating* P, const floating
     cdef int L = c.L, groups = dg.groups
     cdef Py_ssize_t n_in = c.sizes[l], n_out = c.sizes[l + 1], n_w = n_in * n_out, i, j
     cdef Py_ssize_t cnt = 0, zero = 0
-    cdef const floating* A = Xb if l == 0 else <floating*> c.A + c.act_off[l - 1]
+    cdef const floating* A = layer_input(c, l, Xb)
     cdef const floating* D = <floating*> c.D + c.act_off[l]
     cdef const floating* G = <floating*> c.G
     cdef const floating* GW
@@ -1896,7 +1896,7 @@ cdef int train_batches(Net* c, floating* P, floating* V, const floating* X, cons
     cdef double* ea = c.eacc
     cdef double cnt
     cdef bint stats = record != RECORD_NONE
-    cdef bint sampled
+    cdef bint sampled, fuse
     cdef Py_ssize_t fuse_max
     cdef int64_t t = t_io[0]
     lim = (DBL_MAX if floating is double else <double> FLT_MAX) * 0.25
@@ -1932,11 +1932,10 @@ cdef int train_batches(Net* c, floating* P, floating* V, const floating* X, cons
             c.hz = c.hz_buf
         mu = momentum_at(kind, mu_c, mu_max, period, t)
         mu_next = momentum_at(kind, mu_c, mu_max, period, t + 1)
-        # small mini-batches form each weight gradient inside the update (vfused.c),
-        # storing it only where the epoch's sums or the diagnostics read it
-        c.defer_w = m <= fuse_max
-        c.store_g = record == RECORD_EPOCH or sampled
-        phase = fused_pass(c, Pf, Xb, Yb, m, <floating> (1.0 / dm), 0, stats, &cost, &fl)
+        # small mini-batches form each weight gradient inside the update (vfused.c)
+        fuse = m <= fuse_max
+        phase = fused_pass(c, Pf, Xb, Yb, m, <floating> (1.0 / dm), 0, stats, fuse, &cost,
+                           &fl)
         c.hz = NULL
         if phase < 0:
             # bounds that make the update safe from overflow (SPEC section 5):
@@ -1959,7 +1958,6 @@ cdef int train_batches(Net* c, floating* P, floating* V, const floating* X, cons
                     fl = l
                     break
         if phase >= 0:
-            c.defer_w = 0
             if not skip:
                 fault_layer[0] = fl
                 fault_phase[0] = phase
@@ -1983,9 +1981,10 @@ cdef int train_batches(Net* c, floating* P, floating* V, const floating* X, cons
                 G[c.b_off[l] + r] = <floating> (c.colsum[c.unit_off[l] + r] / dm)
         c.w0 = dg.start if (sampled and (dg.groups & G_DISTANCE)) else NULL
         for l in range(L):
-            update_layer(c, l, P, V, m, kind, nesterov, eta, lmbda_n, mu, mu_next, record)
+            # the gradient is stored where the epoch's sums or the diagnostics read it
+            update_layer(c, l, P, V, m, kind, nesterov, eta, lmbda_n, mu, mu_next, record, fuse,
+                         record == RECORD_EPOCH or sampled)
         c.w0 = NULL
-        c.defer_w = 0
         t += 1
         if sampled:
             diag_batch(c, dg, <const floating*> P, <const floating*> Xb, m, k, k0, record)
@@ -2085,7 +2084,8 @@ cdef int gradient_all(Net* c, const floating* P, const floating* X, const floati
             m = c.m_max
         reset_batch_acc(c)
         phase = fused_pass(c, P, X + s * n0, Y + s * nL, m, <floating> (1.0 / N),
-                           <floating> (0.0 if s == 0 else 1.0), True, &ccost, fault_layer)
+                           <floating> (0.0 if s == 0 else 1.0), True, False, &ccost,
+                           fault_layer)
         if phase >= 0:
             return phase
         total += ccost

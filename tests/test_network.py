@@ -207,3 +207,7 @@ def test_aligned_zeros_places_and_aligned_copies():
     c = aligned(b)
     assert c.ctypes.data % 64 == 0 and np.array_equal(c, b)
     assert aligned(c) is c
+    d = aligned(c, copy=True)  # a copy even when already aligned
+    assert d is not c and d.ctypes.data % 64 == 0 and np.array_equal(d, c)
+    d[0] = -1.0
+    assert c[0] == b[0]
