@@ -222,25 +222,22 @@ static void SFX(gu_dispatch)(const T *D, const T *A, ptrdiff_t m, ptrdiff_t n_ou
                              ptrdiff_t n_in, T *W, T *V, T *F, const T *W0, T *G, int mode,
                              int stats, const fastbp_gu_par *p, double *q)
 {
-#define GU_CALL(md, st) SFX(gu_layer)(D, A, m, n_out, n_in, W, V, F, W0, G, md, st, p, q)
+#define GU_CALL(md)                                                                \
+    do {                                                                           \
+        if (stats)                                                                 \
+            SFX(gu_layer)(D, A, m, n_out, n_in, W, V, F, W0, G, md, 1, p, q);      \
+        else                                                                       \
+            SFX(gu_layer)(D, A, m, n_out, n_in, W, V, F, W0, G, md, 0, p, q);      \
+    } while (0)
     switch (mode) {
     case GU_NESTEROV:
-        if (stats)
-            GU_CALL(GU_NESTEROV, 1);
-        else
-            GU_CALL(GU_NESTEROV, 0);
+        GU_CALL(GU_NESTEROV);
         break;
     case GU_MOMENTUM:
-        if (stats)
-            GU_CALL(GU_MOMENTUM, 1);
-        else
-            GU_CALL(GU_MOMENTUM, 0);
+        GU_CALL(GU_MOMENTUM);
         break;
     default:
-        if (stats)
-            GU_CALL(GU_PLAIN, 1);
-        else
-            GU_CALL(GU_PLAIN, 0);
+        GU_CALL(GU_PLAIN);
     }
 #undef GU_CALL
 }
