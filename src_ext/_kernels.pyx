@@ -729,8 +729,8 @@ cdef class Workspace:
 # update (vfused.c) instead of through BLAS, per dtype; _set_fused_m_max changes the
 # bounds (tests and benchmarks/ab.py compare the two paths).  Measured with
 # `ab.py fused` (blas / fused, epoch time, 9 rounds): A (m = 10) 1.06 in float64 but
-# 0.98 in float32 (SciPy's sgemm small-matrix kernel is twice as fast per entry, and
-# the float32 update pre-scales its squares), C (m = 32) 0.97-1.00 float64, 1.02 float32.
+# 0.98 in float32 (the float32 update pre-scales its squares, and SciPy's sgemm kernel
+# fits twice the entries per vector), C (m = 32) 0.97-1.00 float64, 1.02 float32.
 cdef Py_ssize_t fused_m_max_d = 16
 cdef Py_ssize_t fused_m_max_f = 0
 
