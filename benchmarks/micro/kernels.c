@@ -1,13 +1,16 @@
 /* Microbenchmarks of the C helpers of the compiled kernels on the chapter's shapes:
- * the fused moments + GSNR sum of the first layer (10 examples, 30 x 784 weights) and
- * the histogram counting of one layer's deltas (300 values).  Built and run by
+ * the fused moments + GSNR sum of the first layer (10 examples, 30 x 784 weights),
+ * the histogram counting of one layer's deltas (300 values), and the vectorised tanh
+ * and exp on one layer of workload C (32 examples x 32 units).  Built and run by
  * benchmarks/micro/kernels.py, which writes the decade tables and the data into DIR. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include "vhist.h"
+#include "vmath.h"
 #include "vstats.h"
 
 static double now(void)
@@ -49,13 +52,15 @@ static void *load(const char *dir, const char *name, size_t bytes)
 int main(int argc, char **argv)
 {
     const char *dir = argc > 1 ? argv[1] : ".";
-    const int m = 10, n_in = 784, n_out = 30, nd = 300;
+    const int m = 10, n_in = 784, n_out = 30, nd = 300, nz = 32 * 32;
     fastbp_decades t;
     int *meta = load(dir, "meta.bin", 10 * sizeof(int));
     double *g = load(dir, "g.bin", sizeof(double) * n_in * n_out);
     double *a2 = load(dir, "a2.bin", sizeof(double) * m * n_in);
     double *d2 = load(dir, "d2.bin", sizeof(double) * m * n_out);
     double *delta = load(dir, "delta.bin", sizeof(double) * nd);
+    double *z = load(dir, "z.bin", sizeof(double) * nz), *zb = malloc(sizeof(double) * nz);
+    float *zf = malloc(sizeof(float) * nz), *zbf = malloc(sizeof(float) * nz);
     float *gf = malloc(sizeof(float) * n_in * n_out), *a2f = malloc(sizeof(float) * m * n_in);
     float *d2f = malloc(sizeof(float) * m * n_out), *deltaf = malloc(sizeof(float) * nd);
     int32_t h[FASTBP_HIST_MAX_BINS] = {0};
@@ -76,6 +81,8 @@ int main(int argc, char **argv)
         d2f[i] = (float)d2[i];
     for (i = 0; i < nd; i++)
         deltaf[i] = (float)delta[i];
+    for (i = 0; i < nz; i++)
+        zf[i] = (float)z[i];
 
     s = BEST(20000, sink += fastbp_moments_gsnr(g, a2, d2, m, n_in, n_out, 1.0, &zero));
     printf("moments + GSNR, 10 x (30 x 784), float64: %7.3f us per call\n", s * 1e6);
@@ -89,5 +96,26 @@ int main(int argc, char **argv)
     printf("linear bins, 300 values, float64:         %7.3f ns per value\n", s * 1e9 / nd);
     s = BEST(200000, fastbp_hist_linearf(deltaf, nd, -1.0, 1.0, 10.0, 20, h));
     printf("linear bins, 300 values, float32:         %7.3f ns per value\n", s * 1e9 / nd);
+    /* each call on a fresh copy of the inputs; the copy's own time is subtracted */
+    s = BEST(200000, {
+        memcpy(zb, z, sizeof(double) * nz); fastbp_vtanh(zb, nz); sink += zb[7]; });
+    s -= BEST(200000, {
+        memcpy(zb, z, sizeof(double) * nz); sink += zb[7]; });
+    printf("tanh, 1,024 values, float64:              %7.3f ns per value\n", s * 1e9 / nz);
+    s = BEST(200000, {
+        memcpy(zbf, zf, sizeof(float) * nz); fastbp_vtanhf(zbf, nz); sink += zbf[7]; });
+    s -= BEST(200000, {
+        memcpy(zbf, zf, sizeof(float) * nz); sink += zbf[7]; });
+    printf("tanh, 1,024 values, float32:              %7.3f ns per value\n", s * 1e9 / nz);
+    s = BEST(200000, {
+        memcpy(zb, z, sizeof(double) * nz); fastbp_vexp(zb, nz); sink += zb[7]; });
+    s -= BEST(200000, {
+        memcpy(zb, z, sizeof(double) * nz); sink += zb[7]; });
+    printf("exp, 1,024 values, float64:               %7.3f ns per value\n", s * 1e9 / nz);
+    s = BEST(200000, {
+        memcpy(zbf, zf, sizeof(float) * nz); fastbp_vexpf(zbf, nz); sink += zbf[7]; });
+    s -= BEST(200000, {
+        memcpy(zbf, zf, sizeof(float) * nz); sink += zbf[7]; });
+    printf("exp, 1,024 values, float32:               %7.3f ns per value\n", s * 1e9 / nz);
     return sink == 42.0 && h[0] == -1; /* keeps the results alive */
 }

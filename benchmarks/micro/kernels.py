@@ -2,12 +2,14 @@
 
     python benchmarks/micro/kernels.py [--cc gcc]
 
-Compiles ``kernels.c`` with ``src_ext/vstats.c`` and ``src_ext/vhist.c`` and the
-avx512 variant's flags (CMakeLists.txt), on the chapter's first-layer shapes: the
-fused moments + GSNR sum (10 examples, 30 x 784 weights) and the histogram counting
-of 300 deltas (decade and linear bins), float64 and float32.  The decade tables come
-from the installed extension, so the bins are fastbp's own.  Needs a C compiler and
-an AVX-512 CPU; prints seconds per call (best of 5).  Not part of the suite.
+Compiles ``kernels.c`` with ``src_ext/vstats.c``, ``src_ext/vhist.c`` and
+``src_ext/vmath.c`` and the avx512 variant's flags (CMakeLists.txt), on the chapter's
+first-layer shapes: the fused moments + GSNR sum (10 examples, 30 x 784 weights) and
+the histogram counting of 300 deltas (decade and linear bins); and the vectorised tanh
+and exp on 32 x 32 pre-activations (one layer of workload C); float64 and float32.
+The decade tables come from the installed extension, so the bins are fastbp's own.
+Needs a C compiler and an AVX-512 CPU; prints the time per call or per value (best of
+5).  Not part of the suite.
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ def write_inputs(d: str) -> None:
         "d2": rng.random(10 * 30) ** 2,
         # deltas of a sigmoid layer: signs mixed, magnitudes over three decades
         "delta": rng.standard_normal(300) * 10.0 ** rng.uniform(-4, -1, 300),
+        # pre-activations of a tanh layer: most in the linear part, some saturated
+        "z": rng.standard_normal(32 * 32) * 2.0,
     }
     for name, arr in {**tables, **data}.items():
         np.ascontiguousarray(arr).tofile(os.path.join(d, f"{name}.bin"))
@@ -58,7 +62,12 @@ def main(argv=None) -> int:
         exe = os.path.join(d, "kernels")
         srcs = [os.path.join(HERE, "kernels.c"), os.path.join(SRC, "vstats.c"),
                 os.path.join(SRC, "vhist.c")]  # fmt: skip
-        subprocess.run([args.cc, *FLAGS, "-I", SRC, *srcs, "-o", exe, "-lm"], check=True)
+        # vmath.c without reassociation, as CMakeLists.txt compiles it
+        vmath = os.path.join(d, "vmath.o")
+        subprocess.run([args.cc, *FLAGS, "-fno-associative-math", "-c", "-I", SRC,
+                        os.path.join(SRC, "vmath.c"), "-o", vmath], check=True)  # fmt: skip
+        subprocess.run([args.cc, *FLAGS, "-I", SRC, *srcs, vmath, "-o", exe, "-lm"],
+                       check=True)  # fmt: skip
         return subprocess.run([exe, d], check=False).returncode
 
 
