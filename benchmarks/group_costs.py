@@ -5,12 +5,12 @@
 One epoch of ``Network.fit`` on workload A's shapes ([784, 30, 30, 30, 30, 10],
 sigmoid, cross-entropy, mini-batch 10, eta 0.1, lambda 5, 50,000 uniform random
 examples), one BLAS thread, for record=None, record="batch" without groups, each
-group alone and ``stats="all"``; the rows run in turn within every round and each
-ratio is the median over rounds of the row's time over record=None's in the same
-round (the machine's speed drifts over minutes).  The times are of the training:
-``fit`` minus its validation of ``X`` and ``y``, a fixed cost of every row alike
-(``_harness.validation_timer``).  Run with OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE
-unset, as the rest of the suite.
+group alone, ``stats="all"``, and ``stats="all"`` with ``stats_every=16``; the rows
+run in turn within every round and each ratio is the median over rounds of the row's
+time over record=None's in the same round (the machine's speed drifts over minutes).
+The times are of the training: ``fit`` minus its validation of ``X`` and ``y``, a
+fixed cost of every row alike (``_harness.validation_timer``).  Run with
+OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset, as the rest of the suite.
 """
 
 from __future__ import annotations
@@ -25,11 +25,12 @@ from threadpoolctl import threadpool_limits
 import fastbp
 from fastbp import _diagnostics as dx
 
-ROWS = [("record=None", None, None), ("core", "batch", None)]
-ROWS += [(g, "batch", g) for g in dx.GROUPS] + [("all", "batch", "all")]
+ROWS = [("record=None", None, None, 1), ("core", "batch", None, 1)]
+ROWS += [(g, "batch", g, 1) for g in dx.GROUPS] + [("all", "batch", "all", 1)]
+ROWS += [("all/16", "batch", "all", 16)]  # the groups on every 16th mini-batch
 
 
-def fit_row(net, start, X, y, record, stats) -> Runner:
+def fit_row(net, start, X, y, record, stats, every) -> Runner:
     """One epoch of ``fit`` with a row's statistics; ``info["validation_s"]`` after a run."""
     info: dict = {}
 
@@ -41,7 +42,7 @@ def fit_row(net, start, X, y, record, stats) -> Runner:
     def run():
         with validation_timer() as checks:
             net.fit(X, y, epochs=1, batch_size=10, eta=0.1, lmbda=5.0, record=record,
-                    stats=stats, seed=7)  # fmt: skip
+                    stats=stats, stats_every=every, seed=7)  # fmt: skip
         info["validation_s"] = checks[0]
 
     return Runner(reset, run, lambda: Result(net.params.copy()), 0, len(X), info)
@@ -58,7 +59,7 @@ def main(argv=None) -> int:
     net = fastbp.Network([784, 30, 30, 30, 30, 10], activation="sigmoid",
                          cost="cross_entropy", init="normal_scaled", dtype=args.dtype, seed=1)
     start = (net.weights, net.biases)
-    runners = {label: fit_row(net, start, X, y, record, stats) for label, record, stats in ROWS}
+    runners = {row[0]: fit_row(net, start, X, y, *row[1:]) for row in ROWS}
     with threadpool_limits(limits=1):
         interleaved_rounds(runners, rounds=1)  # warm-up
         walls, infos, _ = interleaved_rounds(runners, rounds=args.rounds)

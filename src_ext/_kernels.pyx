@@ -306,12 +306,13 @@ _check_codes()
 cdef inline floating f_act(int code, floating z, floating alpha) noexcept nogil:
     """a = f(z) for the element-wise activations (not softmax)."""
     cdef floating e
+    cdef floating one = 1  # (see sigmoid_row)
     if code == SIGMOID:
         # exp(-|z|) never overflows; both branches are exact to round-off.
         e = <floating> exp(-fabs(z))
         if z >= 0:
-            return 1 / (1 + e)
-        return e / (1 + e)
+            return one / (one + e)
+        return e / (one + e)
     elif code == TANH:
         return <floating> tanh(z)
     elif code == RELU:
@@ -319,24 +320,25 @@ cdef inline floating f_act(int code, floating z, floating alpha) noexcept nogil:
     elif code == LEAKY_RELU:
         return z if z > 0 else alpha * z
     elif code == SOFTSIGN:
-        return z / (1 + fabs(z))
+        return z / (one + <floating> fabs(z))
     return z
 
 
 cdef inline floating f_slope(int code, floating z, floating a, floating alpha) noexcept nogil:
     """f'(z), computed from a where the activation allows it."""
     cdef floating e
+    cdef floating one = 1  # (see sigmoid_row)
     if code == SIGMOID:
         e = <floating> exp(-fabs(z))
-        return e / ((1 + e) * (1 + e))
+        return e / ((one + e) * (one + e))
     elif code == TANH:
-        return 1 - a * a
+        return one - a * a
     elif code == RELU:
         return 1 if z > 0 else 0
     elif code == LEAKY_RELU:
         return 1 if z > 0 else alpha
     elif code == SOFTSIGN:
-        return (1 - fabs(a)) * (1 - fabs(a))
+        return (one - <floating> fabs(a)) * (one - <floating> fabs(a))
     return 1
 
 
@@ -865,7 +867,8 @@ cdef inline int sigmoid_row(floating* Zr, floating* Sr, const floating* b,
                             Py_ssize_t n) noexcept nogil:
     """Sigmoid over one row, with the vectorised exp of vmath.c (Sr is scratch)."""
     cdef Py_ssize_t j
-    cdef floating z, e, a
+    cdef floating z, e, a, d
+    cdef floating one = 1  # a typed 1: a literal would make the float32 arithmetic double
     cdef int bad = 0
     cdef double top = dtype_max(<floating> 0)
     for j in range(n):
@@ -880,11 +883,12 @@ cdef inline int sigmoid_row(floating* Zr, floating* Sr, const floating* b,
     for j in range(n):
         z = Zr[j]
         e = Sr[j]  # exp(-|z|): never overflows
-        a = 1 / (1 + e) if z >= 0 else e / (1 + e)
+        d = one + e
+        a = one / d if z >= 0 else e / d
         Zr[j] = a
         # sigma'(z) = a (1 - a) = e / (1 + e)^2: the latter keeps its digits when the
         # unit saturates (1 - a cancels in float32 from z ~ 10 on)
-        Sr[j] = e / ((1 + e) * (1 + e))
+        Sr[j] = e / (d * d)
     return bad
 
 
@@ -893,6 +897,7 @@ cdef inline int tanh_row(floating* Zr, floating* Sr, const floating* b,
     """tanh over one row with the vectorised tanh of vmath.c."""
     cdef Py_ssize_t j
     cdef floating z, a
+    cdef floating one = 1  # (see sigmoid_row)
     cdef int bad = 0
     cdef double top = dtype_max(<floating> 0)
     for j in range(n):
@@ -905,7 +910,7 @@ cdef inline int tanh_row(floating* Zr, floating* Sr, const floating* b,
         fastbp_vtanhf(Zr, n)
     for j in range(n):
         a = Zr[j]
-        Sr[j] = 1 - a * a
+        Sr[j] = one - a * a
     return bad
 
 
@@ -1055,7 +1060,8 @@ cdef int output_forward(Net* c, floating* A, const floating* b, Py_ssize_t m,
     cdef int code = c.acts[l]
     cdef floating* Z = <floating*> c.ZL
     cdef floating* E = <floating*> c.S + c.act_off[l]
-    cdef floating z, a, s, zmax, e
+    cdef floating z, a, s, zmax, e, d1
+    cdef floating one = 1  # (see sigmoid_row)
     cdef int bad = 0
     cdef double top = dtype_max(<floating> 0)
     cdef double suma = 0, sums = 0, ssqa = 0, tot
@@ -1095,10 +1101,11 @@ cdef int output_forward(Net* c, floating* A, const floating* b, Py_ssize_t m,
                 fastbp_vexpf(E + i * n, n)
             for j in range(n):
                 e = E[i * n + j]
-                a = 1 / (1 + e) if Z[i * n + j] >= 0 else e / (1 + e)
+                d1 = one + e
+                a = one / d1 if Z[i * n + j] >= 0 else e / d1
                 A[i * n + j] = a
                 if stats:
-                    s = e / ((1 + e) * (1 + e))
+                    s = e / (d1 * d1)
                     suma += a
                     sums += s
                     low += (s < thr) & (a < mid)
@@ -1159,6 +1166,7 @@ cdef double output_delta(Net* c, const floating* Y, Py_ssize_t m, bint stats,
     cdef floating* D = <floating*> c.D + c.act_off[l]
     cdef double* col = c.colsum + c.unit_off[l]
     cdef floating a, y, d, e, z
+    cdef floating one = 1  # (see sigmoid_row)
     cdef int nonfinite = 0
     cdef double top = dtype_max(<floating> 0)
     cdef double total = 0, ssq = 0, zmax, lse = 0, mean = 0, m2 = 0
@@ -1184,7 +1192,7 @@ cdef double output_delta(Net* c, const floating* Y, Py_ssize_t m, bint stats,
                 total += (z if z > 0 else 0) + log1p(e) - y * <double> z
                 # a - y = (1 - y) sigma(z) - y sigma(-z): exact for 0/1 targets even
                 # when a rounds to 1 (saturated float32 units)
-                d = (1 - y) * a - y * (e / (1 + e) if z >= 0 else 1 / (1 + e))
+                d = (one - y) * a - y * (e / (one + e) if z >= 0 else one / (one + e))
             elif cost == LOG_LIKELIHOOD:
                 total += y * (lse - Z[i * n + j])
                 d = a - y
@@ -1193,7 +1201,7 @@ cdef double output_delta(Net* c, const floating* Y, Py_ssize_t m, bint stats,
                 d = a - y
                 if code == SIGMOID:
                     e = E[i * n + j]
-                    d = d * (e / ((1 + e) * (1 + e)))
+                    d = d * (e / ((one + e) * (one + e)))
             D[i * n + j] = d
             nonfinite |= not (fabs(d) <= top)
             ssq += d * <double> d
