@@ -1904,7 +1904,7 @@ cdef int train_batches(Net* c, floating* P, floating* V, const floating* X, cons
     cdef double* ea = c.eacc
     cdef double cnt
     cdef bint stats = record != RECORD_NONE
-    cdef bint sampled, fuse
+    cdef bint sampled, fuse, store
     cdef Py_ssize_t fuse_max
     cdef int64_t t = t_io[0]
     lim = (DBL_MAX if floating is double else <double> FLT_MAX) * 0.25
@@ -1988,10 +1988,13 @@ cdef int train_batches(Net* c, floating* P, floating* V, const floating* X, cons
             for r in range(c.sizes[l + 1]):
                 G[c.b_off[l] + r] = <floating> (c.colsum[c.unit_off[l] + r] / dm)
         c.w0 = dg.start if (sampled and (dg.groups & G_DISTANCE)) else NULL
+        # the weight gradient is stored only where the epoch's sums or the moments
+        # group read it: on the other sampled mini-batches that would be a pass over
+        # G, cold in cache when stats_every > 1
+        store = record == RECORD_EPOCH or (sampled and (dg.groups & G_MOMENTS) != 0)
         for l in range(L):
-            # the gradient is stored where the epoch's sums or the diagnostics read it
             update_layer(c, l, P, V, m, kind, nesterov, eta, lmbda_n, mu, mu_next, record, fuse,
-                         record == RECORD_EPOCH or sampled)
+                         store)
         c.w0 = NULL
         t += 1
         if sampled:

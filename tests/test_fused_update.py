@@ -128,8 +128,17 @@ def test_extreme_weights_take_the_scaled_path(kernels, rng):
     assert np.all(np.isfinite(wnorm)) and np.all(wnorm > 1e69)
 
 
-def test_fit_with_every_group_fused_and_not(dtype, rng):
-    """Network.fit with stats="all" (distance, moments, histograms: their mini-batches
+@pytest.mark.parametrize(
+    ("stats", "names"),
+    [
+        ("all", ("distance", "gsnr", "pe_norm_max")),
+        # no moments: the sampled mini-batches do not store the fused weight gradient
+        (("per_example", "distance", "histograms"), ("distance", "pe_norm_max")),
+    ],
+    ids=["all", "no-moments"],
+)
+def test_fit_with_every_group_fused_and_not(dtype, rng, stats, names):
+    """Network.fit with statistic groups on every second mini-batch (with moments, those
     store the fused gradient) through the selected compiled variant, both paths."""
     X = rng.standard_normal((40, SIZES[0])).astype(dtype)
     y = rng.integers(0, 3, 40)
@@ -140,11 +149,15 @@ def test_fit_with_every_group_fused_and_not(dtype, rng):
     for bound in (1 << 20, 0):
         net = fastbp.Network([SIZES[0], 19, 3], dtype=dtype, seed=3)
         with fastbp.use_backend("cython"), fused_bound(kernels, bound):
-            h = net.fit(X, y, 2, 6, 0.4, momentum=0.6, record="batch", stats="all",
+            h = net.fit(X, y, 2, 6, 0.4, momentum=0.6, record="batch", stats=stats,
                         stats_every=2, seed=1)
         hist[bound] = (net.params.copy(), h)
     (pf, hf), (pb, hb) = hist[1 << 20], hist[0]
     tol = 1e-12 if dtype == "float64" else 1e-4
     np.testing.assert_allclose(pf, pb, rtol=tol, atol=tol)
-    for name in ("speed", "grad_norm", "update_ratio", "distance", "gsnr", "pe_norm_max"):
+    sampled = np.tile(np.arange(7) % 2 == 0, 2)  # 7 mini-batches per epoch, every 2nd
+    for name in names:
+        assert np.isfinite(hf.batch[name][sampled]).all()
+        assert np.isnan(hf.batch[name][~sampled]).all()
+    for name in ("speed", "grad_norm", "update_ratio", *names):
         np.testing.assert_allclose(hf.batch[name], hb.batch[name], rtol=100 * tol, atol=1e-12)
