@@ -3,6 +3,7 @@ is worth.
 
     python benchmarks/ab.py alignment [--workload A|B|C] [--dtype float64|float32] [--rounds 7]
     python benchmarks/ab.py fused     [--workload A|B|C] [--dtype float64|float32] [--rounds 7]
+    python benchmarks/ab.py prefetch  [--workload A|B|C] [--dtype float64|float32] [--rounds 7]
 
 ``alignment``: every array the compiled kernels stream through on a cache line (as
 fastbp allocates them, ``fastbp._contract.aligned_zeros``) against 16 bytes past one,
@@ -12,6 +13,10 @@ NumPy's own alignment (``contract_runner(..., offset=16)``).
 path of mini-batches up to ``_set_fused_m_max``'s bounds: by default float64's up to
 16 examples) against the BLAS product written to memory and read back by the update
 loop (the bound set to 0), whatever the default for the dtype.
+
+``prefetch``: the fused path prefetching the next mini-batch's input rows while it
+updates the first layer (the default) against no prefetch (``_set_prefetch``); only
+mini-batches on the fused path prefetch.
 
 One BLAS thread, the harness's data, start parameters and order, record="batch"; the
 two rows run in turn within every round (``interleaved_rounds``) and the ratio is the
@@ -37,16 +42,17 @@ from _harness import (
 )
 
 
-def _with_fused_bound(runner, kernels, bound):
-    """The runner, with the fused path's bound set to ``bound`` around each run."""
+def _with_setting(runner, setter, value):
+    """The runner, with ``setter(value)`` around each run (setter returns the old
+    value; a tuple is passed back unpacked)."""
     inner = runner.run
 
     def run():
-        old = kernels._set_fused_m_max(bound)
+        old = setter(value)
         try:
             inner()
         finally:
-            kernels._set_fused_m_max(*old)
+            setter(*old) if isinstance(old, tuple) else setter(old)
 
     runner.run = run
     return runner
@@ -59,15 +65,23 @@ def runners_for(compare, backend, p):
         return {name: contract_runner(backend, p, "batch", offset=off)
                 for name, off in rows.items()}
     kernels = backend._kernels
+    if compare == "prefetch":
+        return {
+            "prefetch": _with_setting(contract_runner(backend, p, "batch"),
+                                      kernels._set_prefetch, True),
+            "none": _with_setting(contract_runner(backend, p, "batch"),
+                                  kernels._set_prefetch, False),
+        }  # fmt: skip
     return {
-        "fused": _with_fused_bound(contract_runner(backend, p, "batch"), kernels, 1 << 30),
-        "blas": _with_fused_bound(contract_runner(backend, p, "batch"), kernels, 0),
-    }
+        "fused": _with_setting(contract_runner(backend, p, "batch"),
+                               kernels._set_fused_m_max, 1 << 30),
+        "blas": _with_setting(contract_runner(backend, p, "batch"), kernels._set_fused_m_max, 0),
+    }  # fmt: skip
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("compare", choices=("alignment", "fused"))
+    ap.add_argument("compare", choices=("alignment", "fused", "prefetch"))
     ap.add_argument("--workload", default="A", choices=sorted(WORKLOADS))
     ap.add_argument("--dtype", default="float64", choices=("float64", "float32"))
     ap.add_argument("--rounds", type=int, default=7)

@@ -95,6 +95,9 @@ cdef extern from "vstats.h" nogil:
 cdef extern from "vfused.h" nogil:
     ctypedef struct fastbp_gu_par:
         double alpha, c, eta, ln, mu, mu_next, fsg, fsw, fsd, fsz
+        const char* pf_base
+        const int64_t* pf_idx
+        Py_ssize_t pf_n, pf_bytes
     enum: GU_PLAIN, GU_MOMENTUM, GU_NESTEROV
     void fastbp_grad_update(const double* D, const double* A, Py_ssize_t m, Py_ssize_t n_out,
                             Py_ssize_t n_in, double* W, double* V, double* F, const double* W0,
@@ -569,6 +572,10 @@ ctypedef struct Net:
     double nrmX       # ||X_b|| of the current mini-batch
     double* xssq      # (m_max) ||x||^2 of each row of the current mini-batch
     const void* w0    # start weights while a sampled mini-batch updates with G_DISTANCE
+    const char* pf_base       # the next mini-batch's input rows, prefetched during the
+    const int64_t* pf_idx     # first layer's fused update: row pf_base + pf_idx[r]
+    Py_ssize_t pf_n           # pf_bytes for r < pf_n (0: none)
+    Py_ssize_t pf_bytes
     double* nrm0      # (L) ||W_start|| per layer
     int32_t* hz       # z histograms of the hidden layers (L, N_DECADE_BINS) while
                       # a sampled mini-batch runs with G_HIST, else NULL
@@ -678,6 +685,7 @@ cdef class Workspace:
         self.net.epoch_skipped = 0
         self.net.nrmX = 0
         self.net.w0 = NULL
+        self.net.pf_n = 0
         self.net.nrm0 = <double*> _ptr(arrays["nrm0"])
         self.net.xssq = <double*> _ptr(arrays["xssq"])
         self.net.hz = NULL
@@ -730,11 +738,10 @@ cdef class Workspace:
 # Mini-batches of at most this many examples form the weight gradients inside the
 # update (vfused.c) instead of through BLAS, per dtype; _set_fused_m_max changes the
 # bounds (tests and benchmarks/ab.py compare the two paths).  Measured with
-# `ab.py fused` (blas / fused, epoch time, 9 rounds): A (m = 10) 1.06 in float64 but
-# 0.98 in float32 (the float32 update pre-scales its squares, and SciPy's sgemm kernel
-# fits twice the entries per vector), C (m = 32) 0.97-1.00 float64, 1.02 float32.
+# `ab.py fused` (blas / fused, epoch time; benchmarks/README.md, 2026-12-07 evening):
+# A (m = 10) 1.15 float64, 1.08 float32; C (m = 32) 1.00 float64, 1.04 float32.
 cdef Py_ssize_t fused_m_max_d = 16
-cdef Py_ssize_t fused_m_max_f = 0
+cdef Py_ssize_t fused_m_max_f = 32
 
 
 def _set_fused_m_max(Py_ssize_t m64, m32=None):
@@ -744,6 +751,20 @@ def _set_fused_m_max(Py_ssize_t m64, m32=None):
     old = (fused_m_max_d, fused_m_max_f)
     fused_m_max_d = m64
     fused_m_max_f = m64 if m32 is None else m32
+    return old
+
+
+# Whether the fused path prefetches the next mini-batch's input rows while it updates
+# the first layer (benchmarks/ab.py prefetch compares).
+cdef bint prefetch_rows = True
+
+
+def _set_prefetch(bint on):
+    """Turn the prefetch of the next mini-batch's rows on or off; returns the old
+    setting."""
+    global prefetch_rows
+    old = prefetch_rows
+    prefetch_rows = on
     return old
 
 
@@ -1553,6 +1574,12 @@ cdef inline void grad_update(Net* c, int l, floating* W, floating* VW, floating*
     p.fsw = fsw
     p.fsd = fsd
     p.fsz = fsz
+    p.pf_n = 0
+    if l == 0:
+        p.pf_base = c.pf_base
+        p.pf_idx = c.pf_idx
+        p.pf_n = c.pf_n
+        p.pf_bytes = c.pf_bytes
     memset(r, 0, 6 * sizeof(double))
     if floating is double:
         fastbp_grad_update(D, Ain, m, c.sizes[l + 1], c.sizes[l], W, VW, FW, W0, GW, mode,
@@ -1933,6 +1960,13 @@ cdef int train_batches(Net* c, floating* P, floating* V, const floating* X, cons
             memcpy(Yb + r * nL, Y + i * nL, nL * sizeof(floating))
         nrmX = sqrt(nrmX)
         c.nrmX = nrmX
+        c.pf_n = 0
+        if prefetch_rows and stop < n:
+            # the next mini-batch's rows, fetched from memory during this one's update
+            c.pf_base = <const char*> X
+            c.pf_idx = order + stop
+            c.pf_n = min(bs, n - stop)
+            c.pf_bytes = n0 * sizeof(floating)
         reset_batch_acc(c)
         sampled = dg != NULL and k % dg.every == 0
         if sampled and (dg.groups & G_HIST):
@@ -1996,6 +2030,7 @@ cdef int train_batches(Net* c, floating* P, floating* V, const floating* X, cons
             update_layer(c, l, P, V, m, kind, nesterov, eta, lmbda_n, mu, mu_next, record, fuse,
                          store)
         c.w0 = NULL
+        c.pf_n = 0
         t += 1
         if sampled:
             diag_batch(c, dg, <const floating*> P, <const floating*> Xb, m, k, k0, record)

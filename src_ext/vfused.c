@@ -14,13 +14,20 @@
  * that statistics never change which path trains; where the gradient is needed
  * afterwards (the diagnostics, record="epoch"'s sums) it is also stored.  The squares
  * are of values pre-scaled by powers of two (fsg, fsw, fsd, fsz), as there; float32
- * squares of one register block (at most 2 FB_RB of them per lane) are summed in
+ * squares of four register blocks (at most 8 FB_RB of them per lane) are summed in
  * float, then in double.
+ *
+ * While it runs over the first layer, the kernel also prefetches the next
+ * mini-batch's input rows (fastbp_gu_par's pf_*), a few cache lines after each
+ * register block: gathered from memory at the start of the next mini-batch, ten
+ * random rows of workload A cost about a sixth of its time, and a burst of prefetches
+ * would wait on the same L1 miss buffers the pass needs.
  *
  * Portable: GCC vector extensions at the target's native width (one source for the
  * baseline, AVX2 and AVX-512 variants of the kernels).
  */
 #include <stddef.h>
+#include <stdint.h>
 #if defined(__AVX512F__) || defined(__FMA__)
 #include <immintrin.h>
 #endif
@@ -49,6 +56,41 @@ typedef float fb_vfu __attribute__((vector_size(FB_VEC), aligned(4), may_alias))
 typedef double fb_vfd __attribute__((vector_size(2 * FB_VEC)));  /* float lanes, widened */
 
 #define FB_INLINE static inline __attribute__((always_inline))
+
+/* __builtin_prefetch's temporal locality hint: 1 (prefetcht2, into L2).  Measured
+ * with `benchmarks/ab.py prefetch` on workload A float64 (none / prefetch, 9 rounds):
+ * 1.06 with 1, 1.04 with 2 (prefetcht1), 1.02 with 3 (prefetcht0, into L1 as well)
+ * and 0.82 with 0 (prefetchnta: evicted again before the gather reads it). */
+#ifndef FB_PF_LOCALITY
+#define FB_PF_LOCALITY 1
+#endif
+
+/* A cursor over the cache lines of the rows to prefetch: `per` lines per register
+ * block, so that the misses to memory are spread over the layer's pass (a burst of
+ * them would wait on the few L1 miss buffers the pass needs too). */
+typedef struct {
+    const char *base;
+    const int64_t *idx;
+    ptrdiff_t n, bytes, r;
+    const char *cur, *end;
+    int per;
+} fb_pf;
+
+FB_INLINE void fb_pf_step(fb_pf *s)
+{
+    for (int i = 0; i < s->per; i++) {
+        if (s->cur >= s->end) {
+            const char *row;
+            if (s->r >= s->n)
+                return;
+            row = s->base + s->idx[s->r++] * s->bytes;
+            s->cur = (const char *)((uintptr_t)row & ~(uintptr_t)63);
+            s->end = row + s->bytes;
+        }
+        __builtin_prefetch(s->cur, 0, FB_PF_LOCALITY);
+        s->cur += 64;
+    }
+}
 
 /* Every multiply-add is spelled out, and nothing is reassociated (this file is
  * compiled with -ffp-contract=off -fno-associative-math): left to the compiler, which

@@ -2,6 +2,7 @@
 #ifndef FASTBP_VFUSED_H
 #define FASTBP_VFUSED_H
 #include <stddef.h>
+#include <stdint.h>
 
 /* The update's constants (update_loop's of _kernels.pyx): alpha scales the gradient;
  * w_new = c w - eta g (GU_PLAIN), or v = mu v - eta (g + ln w), w_new = w + v
@@ -10,6 +11,12 @@
  * fsg, fsw, fsd and fsz. */
 typedef struct {
     double alpha, c, eta, ln, mu, mu_next, fsg, fsw, fsd, fsz;
+    /* rows to prefetch while the layer runs (the next mini-batch's inputs: row
+     * pf_base + pf_idx[r] pf_bytes for r < pf_n), spread over its register blocks;
+     * pf_n = 0 for none */
+    const char *pf_base;
+    const int64_t *pf_idx;
+    ptrdiff_t pf_n, pf_bytes;
 } fastbp_gu_par;
 
 enum { GU_PLAIN = 0, GU_MOMENTUM = 1, GU_NESTEROV = 2 };

@@ -7,9 +7,19 @@
 
 #define NL ((ptrdiff_t)(sizeof(VT) / sizeof(T)))
 
+/* the sums of squares in the dtype's lanes: SCALED, over a few register blocks, then
+ * added to gu_acc's double lanes; otherwise the sums themselves (gu_acc) */
+typedef struct {
+    VT g, w, z, d, v, f;
+} SFX(gu_vacc);
+
+#if SCALED
 typedef struct {
     ACCT g, w, z, d, v, f;
 } SFX(gu_acc);
+#else
+typedef SFX(gu_vacc) SFX(gu_acc);
+#endif
 
 typedef struct {
     VT alpha, c, ea, eln, mu, mun, ag, fsw, fsd, fsz;
@@ -37,7 +47,7 @@ FB_INLINE VT SFX(gu_bc)(T x)
 FB_INLINE void SFX(gu_block)(const T *D, const T *A, ptrdiff_t m, ptrdiff_t n_out,
                              ptrdiff_t n_in, ptrdiff_t off, T *W, T *V, T *F, const int rb,
                              const int msk, int n0, int n1, const int mode, const int st,
-                             const SFX(gu_vpar) *p, SFX(gu_acc) *acc)
+                             const int ex, const SFX(gu_vpar) *p, SFX(gu_vacc) *acc)
 {
     VT g[FB_RB][2];
     for (int r = 0; r < rb; r++)
@@ -54,11 +64,7 @@ FB_INLINE void SFX(gu_block)(const T *D, const T *A, ptrdiff_t m, ptrdiff_t n_ou
                 g[r][v] = FMA(d, a[v], g[r][v]);
         }
     }
-#if SCALED
-    VT sg = {0}, sw = {0}, sz = {0}, sd = {0}, sv = {0}, sf = {0};
-#else
     VT sg = acc->g, sw = acc->w, sz = acc->z, sd = acc->d, sv = acc->v, sf = acc->f;
-#endif
     /* unrolled, so that g stays in registers (the masked copy exceeds GCC's own
      * unrolling limits otherwise) */
 #pragma GCC unroll 8
@@ -68,7 +74,7 @@ FB_INLINE void SFX(gu_block)(const T *D, const T *A, ptrdiff_t m, ptrdiff_t n_ou
             ptrdiff_t i = off + r * n_in + v * NL;
             VT gs = g[r][v], wo, wn, t;
             wo = msk ? LD(W + i, (v ? n1 : n0)) : LDU(W + i);
-            if (p->G) {
+            if (ex && p->G) {
                 if (msk)
                     ST(p->G + i, gs * p->alpha, (v ? n1 : n0));
                 else
@@ -111,34 +117,45 @@ FB_INLINE void SFX(gu_block)(const T *D, const T *A, ptrdiff_t m, ptrdiff_t n_ou
                 t = SCALE(wn - wo, p->fsd);
                 sd = FMA(t, t, sd);
             }
-            if (p->W0) {
+            if (ex && p->W0) {
                 VT w0 = msk ? LD(p->W0 + i, (v ? n1 : n0)) : LDU(p->W0 + i);
                 t = SCALE(wn - w0, p->fsz);
                 sz = FMA(t, t, sz);
             }
         }
     }
-#if SCALED
-    acc->w += WIDEN(sw);
-    if (mode != GU_PLAIN)
-        acc->v += WIDEN(sv);
-    if (mode == GU_NESTEROV)
-        acc->f += WIDEN(sf);
-    if (st) {
-        acc->g += WIDEN(sg);
-        acc->d += WIDEN(sd);
-    }
-    if (p->W0)
-        acc->z += WIDEN(sz);
-#else
     acc->g = sg;
     acc->w = sw;
     acc->z = sz;
     acc->d = sd;
     acc->v = sv;
     acc->f = sf;
-#endif
 }
+
+#if SCALED
+/* The float sums of squares into the double ones (the sums each rule and flag make),
+ * and zeroed. */
+FB_INLINE void SFX(gu_flush)(SFX(gu_vacc) *va, SFX(gu_acc) *acc, const int mode,
+                             const int st, const int ex)
+{
+    acc->w += WIDEN(va->w);
+    if (mode != GU_PLAIN)
+        acc->v += WIDEN(va->v);
+    if (mode == GU_NESTEROV)
+        acc->f += WIDEN(va->f);
+    if (st) {
+        acc->g += WIDEN(va->g);
+        acc->d += WIDEN(va->d);
+    }
+    if (ex)
+        acc->z += WIDEN(va->z);
+    va->g = va->w = va->z = va->d = va->v = va->f = (VT){0};
+}
+
+/* register blocks whose float squares are summed before they go to double: at most
+ * 4 x 2 FB_RB = 48 terms per lane (update_loop's blocks: 64) */
+#define FB_FLUSH 4
+#endif
 
 /* Rows j .. j + rb - 1, all columns: two vectors at a time, then the last n_in mod
  * 2 NL masked.  Rows outer, columns inner: each row block streams its rows of W in
@@ -146,29 +163,51 @@ FB_INLINE void SFX(gu_block)(const T *D, const T *A, ptrdiff_t m, ptrdiff_t n_ou
  * or L2 again for every block. */
 FB_INLINE void SFX(gu_rows)(const T *D, const T *A, ptrdiff_t m, ptrdiff_t n_out,
                             ptrdiff_t n_in, T *W, T *V, T *F, ptrdiff_t j, const int rb,
-                            const int mode, const int st, const SFX(gu_vpar) *p,
-                            SFX(gu_acc) *acc)
+                            const int mode, const int st, const int ex,
+                            const SFX(gu_vpar) *p, SFX(gu_acc) *acc, fb_pf *pf)
 {
     ptrdiff_t k = 0, rem;
-    for (; k + 2 * NL <= n_in; k += 2 * NL)
+#if SCALED
+    SFX(gu_vacc) va = {{0}, {0}, {0}, {0}, {0}, {0}};
+    int nb = 0;
+#define VA (&va)
+#else
+#define VA acc
+#endif
+    for (; k + 2 * NL <= n_in; k += 2 * NL) {
         SFX(gu_block)(D + j, A + k, m, n_out, n_in, j * n_in + k, W, V, F, rb, 0, 0, 0, mode,
-                      st, p, acc);
+                      st, ex, p, VA);
+        fb_pf_step(pf);
+#if SCALED
+        if (++nb == FB_FLUSH) {
+            SFX(gu_flush)(&va, acc, mode, st, ex);
+            nb = 0;
+        }
+#endif
+    }
     rem = n_in - k;
     if (rem > 0)
         SFX(gu_block)(D + j, A + k, m, n_out, n_in, j * n_in + k, W, V, F, rb, 1,
                       rem < NL ? (int)rem : (int)NL, rem < NL ? 0 : (int)(rem - NL), mode, st,
-                      p, acc);
+                      ex, p, VA);
+#if SCALED
+    SFX(gu_flush)(&va, acc, mode, st, ex);
+#endif
+#undef VA
 }
 
 FB_INLINE void SFX(gu_layer)(const T *D, const T *A, ptrdiff_t m, ptrdiff_t n_out,
                              ptrdiff_t n_in, T *W, T *V, T *F, const T *W0, T *G,
-                             const int mode, const int st, const fastbp_gu_par *par,
-                             double *q)
+                             const int mode, const int st, const int ex,
+                             const fastbp_gu_par *par, double *q)
 {
     SFX(gu_vpar) p;
     SFX(gu_acc) acc;
-    ptrdiff_t j;
+    ptrdiff_t j, blocks = ((n_out + FB_RB - 1) / FB_RB) * ((n_in + 2 * NL - 1) / (2 * NL));
     double tq[6];
+    fb_pf pf = {par->pf_base, par->pf_idx, par->pf_n, par->pf_bytes, 0, NULL, NULL, 0};
+    if (par->pf_n > 0)
+        pf.per = (int)((par->pf_n * (par->pf_bytes / 64 + 2) + blocks - 1) / blocks);
     p.alpha = SFX(gu_bc)((T)par->alpha);
     p.c = SFX(gu_bc)((T)par->c);
     p.ea = SFX(gu_bc)((T)(par->eta * par->alpha));
@@ -183,10 +222,10 @@ FB_INLINE void SFX(gu_layer)(const T *D, const T *A, ptrdiff_t m, ptrdiff_t n_ou
     p.G = G;
     acc.g = acc.w = acc.z = acc.d = acc.v = acc.f = (ACCT){0};
     for (j = 0; j + FB_RB <= n_out; j += FB_RB)
-        SFX(gu_rows)(D, A, m, n_out, n_in, W, V, F, j, FB_RB, mode, st, &p, &acc);
+        SFX(gu_rows)(D, A, m, n_out, n_in, W, V, F, j, FB_RB, mode, st, ex, &p, &acc, &pf);
 #define FB_TAIL(rb)                                                                \
     case rb:                                                                       \
-        SFX(gu_rows)(D, A, m, n_out, n_in, W, V, F, j, rb, mode, st, &p, &acc); \
+        SFX(gu_rows)(D, A, m, n_out, n_in, W, V, F, j, rb, mode, st, ex, &p, &acc, &pf); \
         break;
     switch (n_out - j) {
         FB_TAIL(1)
@@ -217,17 +256,25 @@ FB_INLINE void SFX(gu_layer)(const T *D, const T *A, ptrdiff_t m, ptrdiff_t n_ou
         q[j] += tq[j];
 }
 
-/* One specialised loop nest per update rule and statistics flag. */
+/* One specialised loop nest per update rule, statistics flag and whether the gradient
+ * is stored or the distance summed (ex: only on mini-batches the diagnostics sample,
+ * so that the others run without a test of G and W0 per vector). */
 static void SFX(gu_dispatch)(const T *D, const T *A, ptrdiff_t m, ptrdiff_t n_out,
                              ptrdiff_t n_in, T *W, T *V, T *F, const T *W0, T *G, int mode,
                              int stats, const fastbp_gu_par *p, double *q)
 {
 #define GU_CALL(md)                                                                \
     do {                                                                           \
-        if (stats)                                                                 \
-            SFX(gu_layer)(D, A, m, n_out, n_in, W, V, F, W0, G, md, 1, p, q);      \
-        else                                                                       \
-            SFX(gu_layer)(D, A, m, n_out, n_in, W, V, F, W0, G, md, 0, p, q);      \
+        if (G || W0) {                                                             \
+            if (stats)                                                             \
+                SFX(gu_layer)(D, A, m, n_out, n_in, W, V, F, W0, G, md, 1, 1, p, q); \
+            else                                                                   \
+                SFX(gu_layer)(D, A, m, n_out, n_in, W, V, F, W0, G, md, 0, 1, p, q); \
+        } else if (stats) {                                                        \
+            SFX(gu_layer)(D, A, m, n_out, n_in, W, V, F, W0, G, md, 1, 0, p, q);   \
+        } else {                                                                   \
+            SFX(gu_layer)(D, A, m, n_out, n_in, W, V, F, W0, G, md, 0, 0, p, q);   \
+        }                                                                          \
     } while (0)
     switch (mode) {
     case GU_NESTEROV:
@@ -244,6 +291,9 @@ static void SFX(gu_dispatch)(const T *D, const T *A, ptrdiff_t m, ptrdiff_t n_ou
 
 #undef SCALE
 #undef LDU
+#ifdef FB_FLUSH
+#undef FB_FLUSH
+#endif
 #undef NL
 /* the parameters of this inclusion */
 #undef T

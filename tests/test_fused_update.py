@@ -110,6 +110,27 @@ def test_statistics_do_not_change_the_fused_training(kernels, dtype, rng):
         np.testing.assert_array_equal(v, out[0][1])
 
 
+def test_prefetching_the_next_rows_changes_nothing(kernels, dtype, rng):
+    """The fused path's prefetch of the next mini-batch's rows (on by default) is a
+    hint: the same bits with it off, for rows that are not whole cache lines."""
+    layout, params, _ = contract_setup(rng, SIZES, "sigmoid", "sigmoid", "cross_entropy",
+                                       dtype=dtype)
+    n = 23
+    X = rng.standard_normal((n, SIZES[0])).astype(dtype)
+    Y = rng.uniform(0, 1, (n, SIZES[-1])).astype(dtype)
+    order = rng.permutation(n).astype(np.int64)
+    hyper = dict(eta=0.5, lmbda_n=0.02, record=RECORD_BATCH)
+    out = []
+    for on in (True, False):
+        old = kernels._set_prefetch(on)
+        try:
+            out.append(_train(kernels, 1 << 20, layout, params, X, Y, order, 4, hyper))
+        finally:
+            kernels._set_prefetch(old)
+    np.testing.assert_array_equal(out[0][0], out[1][0])
+    np.testing.assert_array_equal(out[0][2][0][0], out[1][2][0][0])
+
+
 def test_extreme_weights_take_the_scaled_path(kernels, rng):
     """float64 weights near 1e70: squares beyond the unscaled range, so the update
     forms the product through BLAS and runs the scaled loop: bit for bit the BLAS
