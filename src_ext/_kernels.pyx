@@ -92,6 +92,13 @@ cdef extern from "vstats.h" nogil:
                                 Py_ssize_t n_in, Py_ssize_t n_out, float ss,
                                 Py_ssize_t* zero) noexcept
 
+cdef extern from * nogil:
+    """
+    static inline void fastbp_prefetch_l2(const void *p) { __builtin_prefetch(p, 0, 1); }
+    """
+    void prefetch_l2 "fastbp_prefetch_l2"(const void* p) noexcept
+
+
 cdef extern from "vfused.h" nogil:
     ctypedef struct fastbp_gu_par:
         double alpha, c, eta, ln, mu, mu_next, fsg, fsw, fsd, fsz
@@ -1920,7 +1927,7 @@ cdef int train_batches(Net* c, floating* P, floating* V, const floating* X, cons
                        int* fault_layer, int* fault_phase, DiagC* dg) noexcept nogil:
     """Mini-batches k0..k1-1 of an epoch; returns the faulty batch index or -1."""
     cdef int L = c.L, l, phase, fl = 0
-    cdef Py_ssize_t n0 = c.sizes[0], nL = c.sizes[L], k, i, m, r, start, stop
+    cdef Py_ssize_t n0 = c.sizes[0], nL = c.sizes[L], k, i, j, m, r, start, stop
     cdef floating* Xb = <floating*> c.Xb
     cdef floating* Yb = <floating*> c.Yb
     cdef floating* G = <floating*> c.G
@@ -1947,17 +1954,18 @@ cdef int train_batches(Net* c, floating* P, floating* V, const floating* X, cons
             stop = n
         m = stop - start
         dm = <double> m
-        # gather the mini-batch by index; ||X_b|| feeds the overflow bound.  (No software
-        # prefetch of the next mini-batch's rows: a burst of them queued on the L1 miss
-        # buffers, into L2 they were no faster; the hardware prefetchers stream each
-        # row here.  benchmarks/README.md, 2026-12-07.)
+        # gather the mini-batch by index; ||X_b|| feeds the overflow bound.  The rows
+        # are in L2 if the previous mini-batch took the fused path, which prefetches
+        # them spread over its first layer's update (vfused.c; a burst of prefetches
+        # here queued on the L1 miss buffers and was no faster)
         nrmX = 0
         for r in range(m):
             i = order[start + r]
             # each row's ||x||^2 is kept: the per-example norms of layer 1 use it
             c.xssq[r] = copy_ssq(Xb + r * n0, X + i * n0, n0, 0)
             nrmX += c.xssq[r]
-            memcpy(Yb + r * nL, Y + i * nL, nL * sizeof(floating))
+            for j in range(nL):  # a few values: no call of memcpy
+                Yb[r * nL + j] = Y[i * nL + j]
         nrmX = sqrt(nrmX)
         c.nrmX = nrmX
         c.pf_n = 0
@@ -1967,6 +1975,11 @@ cdef int train_batches(Net* c, floating* P, floating* V, const floating* X, cons
             c.pf_idx = order + stop
             c.pf_n = min(bs, n - stop)
             c.pf_bytes = n0 * sizeof(floating)
+            # and their targets' rows, a line or two each
+            for r in range(c.pf_n):
+                i = order[stop + r]
+                prefetch_l2(Y + i * nL)
+                prefetch_l2(Y + i * nL + nL - 1)
         reset_batch_acc(c)
         sampled = dg != NULL and k % dg.every == 0
         if sampled and (dg.groups & G_HIST):
