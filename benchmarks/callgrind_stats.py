@@ -69,6 +69,10 @@ def diag_child(dtype: str, row: str) -> None:
     # otherwise split the run into calls of a few mini-batches, each paying its
     # per-call argument checks
     net._chunk = DIAG_K
+    # loaded first (SciPy's OpenBLAS with it), so that the thread limit covers it
+    from fastbp._backends import get_backend
+
+    get_backend("cython")
     with threadpool_limits(limits=1), fastbp.use_backend("cython"):
         net.fit(X, y, epochs=1, batch_size=10, eta=0.1, lmbda=5.0, seed=7,
                 **FASTBP_ROWS[row][1])  # fmt: skip

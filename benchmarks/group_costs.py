@@ -24,6 +24,7 @@ from threadpoolctl import threadpool_limits
 
 import fastbp
 from fastbp import _diagnostics as dx
+from fastbp._backends import get_backend
 
 ROWS = [("record=None", None, None, 1), ("core", "batch", None, 1)]
 ROWS += [(g, "batch", g, 1) for g in dx.GROUPS] + [("all", "batch", "all", 1)]
@@ -60,6 +61,9 @@ def main(argv=None) -> int:
                          cost="cross_entropy", init="normal_scaled", dtype=args.dtype, seed=1)
     start = (net.weights, net.biases)
     runners = {row[0]: fit_row(net, start, X, y, *row[1:]) for row in ROWS}
+    # the compiled backend, and with it SciPy's OpenBLAS, loaded before the thread
+    # limit is set: threadpoolctl limits only the libraries already loaded
+    get_backend("cython")
     with threadpool_limits(limits=1):
         interleaved_rounds(runners, rounds=1)  # warm-up
         walls, infos, _ = interleaved_rounds(runners, rounds=args.rounds)
