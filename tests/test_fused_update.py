@@ -92,14 +92,18 @@ def test_fused_path_matches_blas_path(kernels, dtype, rule, record, rng):
             np.testing.assert_allclose(epoch_f, epoch_b, rtol=srtol, atol=1e-30)
 
 
-def test_statistics_do_not_change_the_fused_training(kernels, dtype, rng):
-    """With and without statistics the fused path gives the same bits."""
+def _sigmoid_problem(rng, dtype, n):
+    """A sigmoid net of SIZES with n random examples: layout, params, X, Y, order."""
     layout, params, _ = contract_setup(rng, SIZES, "sigmoid", "sigmoid", "cross_entropy",
                                        dtype=dtype)
-    n = 21
     X = rng.standard_normal((n, SIZES[0])).astype(dtype)
     Y = rng.uniform(0, 1, (n, SIZES[-1])).astype(dtype)
-    order = rng.permutation(n).astype(np.int64)
+    return layout, params, X, Y, rng.permutation(n).astype(np.int64)
+
+
+def test_statistics_do_not_change_the_fused_training(kernels, dtype, rng):
+    """With and without statistics the fused path gives the same bits."""
+    layout, params, X, Y, order = _sigmoid_problem(rng, dtype, 21)
     out = [
         _train(kernels, 1 << 20, layout, params, X, Y, order, 5,
                dict(eta=0.5, lmbda_n=0.02, record=rec, momentum_kind=MOMENTUM_CONSTANT, mu=0.5))
@@ -113,12 +117,7 @@ def test_statistics_do_not_change_the_fused_training(kernels, dtype, rng):
 def test_prefetching_the_next_rows_changes_nothing(kernels, dtype, rng):
     """The fused path's prefetch of the next mini-batch's rows (on by default) is a
     hint: the same bits with it off, for rows that are not whole cache lines."""
-    layout, params, _ = contract_setup(rng, SIZES, "sigmoid", "sigmoid", "cross_entropy",
-                                       dtype=dtype)
-    n = 23
-    X = rng.standard_normal((n, SIZES[0])).astype(dtype)
-    Y = rng.uniform(0, 1, (n, SIZES[-1])).astype(dtype)
-    order = rng.permutation(n).astype(np.int64)
+    layout, params, X, Y, order = _sigmoid_problem(rng, dtype, 23)
     hyper = dict(eta=0.5, lmbda_n=0.02, record=RECORD_BATCH)
     out = []
     for on in (True, False):

@@ -97,25 +97,16 @@ int main(int argc, char **argv)
     s = BEST(200000, fastbp_hist_linearf(deltaf, nd, -1.0, 1.0, 10.0, 20, h));
     printf("linear bins, 300 values, float32:         %7.3f ns per value\n", s * 1e9 / nd);
     /* each call on a fresh copy of the inputs; the copy's own time is subtracted */
-    s = BEST(200000, {
-        memcpy(zb, z, sizeof(double) * nz); fastbp_vtanh(zb, nz); sink += zb[7]; });
-    s -= BEST(200000, {
-        memcpy(zb, z, sizeof(double) * nz); sink += zb[7]; });
-    printf("tanh, 1,024 values, float64:              %7.3f ns per value\n", s * 1e9 / nz);
-    s = BEST(200000, {
-        memcpy(zbf, zf, sizeof(float) * nz); fastbp_vtanhf(zbf, nz); sink += zbf[7]; });
-    s -= BEST(200000, {
-        memcpy(zbf, zf, sizeof(float) * nz); sink += zbf[7]; });
-    printf("tanh, 1,024 values, float32:              %7.3f ns per value\n", s * 1e9 / nz);
-    s = BEST(200000, {
-        memcpy(zb, z, sizeof(double) * nz); fastbp_vexp(zb, nz); sink += zb[7]; });
-    s -= BEST(200000, {
-        memcpy(zb, z, sizeof(double) * nz); sink += zb[7]; });
-    printf("exp, 1,024 values, float64:               %7.3f ns per value\n", s * 1e9 / nz);
-    s = BEST(200000, {
-        memcpy(zbf, zf, sizeof(float) * nz); fastbp_vexpf(zbf, nz); sink += zbf[7]; });
-    s -= BEST(200000, {
-        memcpy(zbf, zf, sizeof(float) * nz); sink += zbf[7]; });
-    printf("exp, 1,024 values, float32:               %7.3f ns per value\n", s * 1e9 / nz);
+#define PER_VALUE(label, fn, buf, src)                                                  \
+    do {                                                                                \
+        s = BEST(200000, {                                                              \
+            memcpy(buf, src, sizeof(*buf) * nz); fn(buf, nz); sink += buf[7]; });      \
+        s -= BEST(200000, { memcpy(buf, src, sizeof(*buf) * nz); sink += buf[7]; });   \
+        printf("%-42s%7.3f ns per value\n", label, s * 1e9 / nz);                     \
+    } while (0)
+    PER_VALUE("tanh, 1,024 values, float64:", fastbp_vtanh, zb, z);
+    PER_VALUE("tanh, 1,024 values, float32:", fastbp_vtanhf, zbf, zf);
+    PER_VALUE("exp, 1,024 values, float64:", fastbp_vexp, zb, z);
+    PER_VALUE("exp, 1,024 values, float32:", fastbp_vexpf, zbf, zf);
     return sink == 42.0 && h[0] == -1; /* keeps the results alive */
 }
