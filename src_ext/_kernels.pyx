@@ -100,11 +100,13 @@ cdef extern from * nogil:
 
 
 cdef extern from "vfused.h" nogil:
+    ctypedef struct fastbp_rows:
+        const char* base
+        const int64_t* idx
+        Py_ssize_t n, bytes
     ctypedef struct fastbp_gu_par:
         double alpha, c, eta, ln, mu, mu_next, fsg, fsw, fsd, fsz
-        const char* pf_base
-        const int64_t* pf_idx
-        Py_ssize_t pf_n, pf_bytes
+        fastbp_rows pf
     enum: GU_PLAIN, GU_MOMENTUM, GU_NESTEROV
     void fastbp_grad_update(const double* D, const double* A, Py_ssize_t m, Py_ssize_t n_out,
                             Py_ssize_t n_in, double* W, double* V, double* F, const double* W0,
@@ -579,10 +581,8 @@ ctypedef struct Net:
     double nrmX       # ||X_b|| of the current mini-batch
     double* xssq      # (m_max) ||x||^2 of each row of the current mini-batch
     const void* w0    # start weights while a sampled mini-batch updates with G_DISTANCE
-    const char* pf_base       # the next mini-batch's input rows, prefetched during the
-    const int64_t* pf_idx     # first layer's fused update: row pf_base + pf_idx[r]
-    Py_ssize_t pf_n           # pf_bytes for r < pf_n (0: none)
-    Py_ssize_t pf_bytes
+    fastbp_rows pf    # the next mini-batch's input rows, prefetched during the first
+                      # layer's fused update (pf.n = 0: none)
     double* nrm0      # (L) ||W_start|| per layer
     int32_t* hz       # z histograms of the hidden layers (L, N_DECADE_BINS) while
                       # a sampled mini-batch runs with G_HIST, else NULL
@@ -692,7 +692,7 @@ cdef class Workspace:
         self.net.epoch_skipped = 0
         self.net.nrmX = 0
         self.net.w0 = NULL
-        self.net.pf_n = 0
+        self.net.pf.n = 0
         self.net.nrm0 = <double*> _ptr(arrays["nrm0"])
         self.net.xssq = <double*> _ptr(arrays["xssq"])
         self.net.hz = NULL
@@ -1583,12 +1583,9 @@ cdef inline void grad_update(Net* c, int l, floating* W, floating* VW, floating*
     p.fsw = fsw
     p.fsd = fsd
     p.fsz = fsz
-    p.pf_n = 0
+    p.pf.n = 0
     if l == 0:
-        p.pf_base = c.pf_base
-        p.pf_idx = c.pf_idx
-        p.pf_n = c.pf_n
-        p.pf_bytes = c.pf_bytes
+        p.pf = c.pf
     memset(r, 0, 6 * sizeof(double))
     if floating is double:
         fastbp_grad_update(D, Ain, m, c.sizes[l + 1], c.sizes[l], W, VW, FW, W0, GW, mode,
@@ -1970,15 +1967,15 @@ cdef int train_batches(Net* c, floating* P, floating* V, const floating* X, cons
                 Yb[r * nL + j] = Y[i * nL + j]
         nrmX = sqrt(nrmX)
         c.nrmX = nrmX
-        c.pf_n = 0
+        c.pf.n = 0
         if prefetch_rows and stop < n:
             # the next mini-batch's rows, fetched from memory during this one's update
-            c.pf_base = <const char*> X
-            c.pf_idx = order + stop
-            c.pf_n = min(bs, n - stop)
-            c.pf_bytes = n0 * sizeof(floating)
+            c.pf.base = <const char*> X
+            c.pf.idx = order + stop
+            c.pf.n = min(bs, n - stop)
+            c.pf.bytes = n0 * sizeof(floating)
             # and their targets' rows, a line or two each
-            for r in range(c.pf_n):
+            for r in range(c.pf.n):
                 i = order[stop + r]
                 prefetch_l2(Y + i * nL)
                 prefetch_l2(Y + i * nL + nL - 1)
@@ -2045,7 +2042,6 @@ cdef int train_batches(Net* c, floating* P, floating* V, const floating* X, cons
             update_layer(c, l, P, V, m, kind, nesterov, eta, lmbda_n, mu, mu_next, record, fuse,
                          store)
         c.w0 = NULL
-        c.pf_n = 0
         t += 1
         if sampled:
             diag_batch(c, dg, <const floating*> P, <const floating*> Xb, m, k, k0, record)

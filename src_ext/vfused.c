@@ -18,7 +18,7 @@
  * float, then in double.
  *
  * While it runs over the first layer, the kernel also prefetches the next
- * mini-batch's input rows (fastbp_gu_par's pf_*), a few cache lines after each
+ * mini-batch's input rows (fastbp_gu_par's pf), a few cache lines after each
  * register block: gathered from memory at the start of the next mini-batch, ten
  * random rows of workload A cost about a sixth of its time, and a burst of prefetches
  * would wait on the same L1 miss buffers the pass needs.
@@ -69,10 +69,9 @@ typedef double fb_vfd __attribute__((vector_size(2 * FB_VEC)));  /* float lanes,
  * block, so that the misses to memory are spread over the layer's pass (a burst of
  * them would wait on the few L1 miss buffers the pass needs too). */
 typedef struct {
-    const char *base;
-    const int64_t *idx;
-    ptrdiff_t n, bytes, r;
-    const char *cur, *end;
+    fastbp_rows rows;
+    ptrdiff_t r;            /* the next row to start */
+    const char *cur, *end;  /* the next line of the current row, and its end */
     int per;
 } fb_pf;
 
@@ -81,11 +80,11 @@ FB_INLINE void fb_pf_step(fb_pf *s)
     for (int i = 0; i < s->per; i++) {
         if (s->cur >= s->end) {
             const char *row;
-            if (s->r >= s->n)
+            if (s->r >= s->rows.n)
                 return;
-            row = s->base + s->idx[s->r++] * s->bytes;
+            row = s->rows.base + s->rows.idx[s->r++] * s->rows.bytes;
             s->cur = (const char *)((uintptr_t)row & ~(uintptr_t)63);
-            s->end = row + s->bytes;
+            s->end = row + s->rows.bytes;
         }
         __builtin_prefetch(s->cur, 0, FB_PF_LOCALITY);
         s->cur += 64;

@@ -9,14 +9,17 @@
  * (GU_MOMENTUM), or the same with ln times the look-ahead phi and then
  * phi = w_new + mu_next v (GU_NESTEROV); the sums of squares are of values times
  * fsg, fsw, fsd and fsz. */
+/* Rows base + idx[r] bytes (r < n) of a row-major array: what the kernel prefetches
+ * while it runs (the next mini-batch's inputs); n = 0 for none. */
+typedef struct {
+    const char *base;
+    const int64_t *idx;
+    ptrdiff_t n, bytes;
+} fastbp_rows;
+
 typedef struct {
     double alpha, c, eta, ln, mu, mu_next, fsg, fsw, fsd, fsz;
-    /* rows to prefetch while the layer runs (the next mini-batch's inputs: row
-     * pf_base + pf_idx[r] pf_bytes for r < pf_n), spread over its register blocks;
-     * pf_n = 0 for none */
-    const char *pf_base;
-    const int64_t *pf_idx;
-    ptrdiff_t pf_n, pf_bytes;
+    fastbp_rows pf;  /* prefetched spread over the layer's register blocks */
 } fastbp_gu_par;
 
 enum { GU_PLAIN = 0, GU_MOMENTUM = 1, GU_NESTEROV = 2 };

@@ -205,9 +205,9 @@ FB_INLINE void SFX(gu_layer)(const T *D, const T *A, ptrdiff_t m, ptrdiff_t n_ou
     SFX(gu_acc) acc;
     ptrdiff_t j, blocks = ((n_out + FB_RB - 1) / FB_RB) * ((n_in + 2 * NL - 1) / (2 * NL));
     double tq[6];
-    fb_pf pf = {par->pf_base, par->pf_idx, par->pf_n, par->pf_bytes, 0, NULL, NULL, 0};
-    if (par->pf_n > 0)
-        pf.per = (int)((par->pf_n * (par->pf_bytes / 64 + 2) + blocks - 1) / blocks);
+    fb_pf pf = {par->pf, 0, NULL, NULL, 0};
+    if (pf.rows.n > 0)  /* lines per block: every row's, one more where it straddles */
+        pf.per = (int)((pf.rows.n * (pf.rows.bytes / 64 + 2) + blocks - 1) / blocks);
     p.alpha = SFX(gu_bc)((T)par->alpha);
     p.c = SFX(gu_bc)((T)par->c);
     p.ea = SFX(gu_bc)((T)(par->eta * par->alpha));
@@ -263,18 +263,20 @@ static void SFX(gu_dispatch)(const T *D, const T *A, ptrdiff_t m, ptrdiff_t n_ou
                              ptrdiff_t n_in, T *W, T *V, T *F, const T *W0, T *G, int mode,
                              int stats, const fastbp_gu_par *p, double *q)
 {
-#define GU_CALL(md)                                                                \
-    do {                                                                           \
-        if (G || W0) {                                                             \
-            if (stats)                                                             \
-                SFX(gu_layer)(D, A, m, n_out, n_in, W, V, F, W0, G, md, 1, 1, p, q); \
-            else                                                                   \
-                SFX(gu_layer)(D, A, m, n_out, n_in, W, V, F, W0, G, md, 0, 1, p, q); \
-        } else if (stats) {                                                        \
-            SFX(gu_layer)(D, A, m, n_out, n_in, W, V, F, W0, G, md, 1, 0, p, q);   \
-        } else {                                                                   \
-            SFX(gu_layer)(D, A, m, n_out, n_in, W, V, F, W0, G, md, 0, 0, p, q);   \
-        }                                                                          \
+#define GU_LAYER(md, st, ex) \
+    SFX(gu_layer)(D, A, m, n_out, n_in, W, V, F, W0, G, md, st, ex, p, q)
+#define GU_CALL(md)                                   \
+    do {                                              \
+        if (G || W0) {                                \
+            if (stats)                                \
+                GU_LAYER(md, 1, 1);                   \
+            else                                      \
+                GU_LAYER(md, 0, 1);                   \
+        } else if (stats) {                           \
+            GU_LAYER(md, 1, 0);                       \
+        } else {                                      \
+            GU_LAYER(md, 0, 0);                       \
+        }                                             \
     } while (0)
     switch (mode) {
     case GU_NESTEROV:
@@ -287,6 +289,7 @@ static void SFX(gu_dispatch)(const T *D, const T *A, ptrdiff_t m, ptrdiff_t n_ou
         GU_CALL(GU_PLAIN);
     }
 #undef GU_CALL
+#undef GU_LAYER
 }
 
 #undef SCALE
