@@ -698,6 +698,59 @@ def blas_gemm(dtype):
     return blas.dgemm if np.dtype(dtype) == np.float64 else blas.sgemm
 
 
+def mkl_or_reason() -> str | None:
+    """None if fastbp.set_blas("mkl") can be used, else the reason (for a skip)."""
+    from fastbp import _blas
+
+    try:
+        _blas._load_mkl()
+    except (ImportError, OSError, RuntimeError) as exc:
+        return str(exc)
+    return None
+
+
+def with_blas(runner: Runner, name: str) -> Runner:
+    """The runner with fastbp's large products on BLAS library ``name`` (fastbp.set_blas)
+    while it runs, and SciPy's again after: interleaved with other rows, it leaves them
+    SciPy's."""
+    import fastbp
+
+    def run():
+        old = fastbp.set_blas(name)
+        try:
+            return runner.run()
+        finally:
+            fastbp.set_blas(old)
+
+    return replace(runner, run=run, info={**runner.info, "blas": name})
+
+
+def mkl_gemm(dtype):
+    """oneMKL's Fortran dgemm_/sgemm_ (the functions fastbp.set_blas("mkl") installs),
+    called like SciPy's wrappers by :func:`mkl_gemm_into`."""
+    from fastbp import _blas
+
+    lib = _blas._load_mkl()["lib"]
+    return lib.dgemm_ if np.dtype(dtype) == np.float64 else lib.sgemm_
+
+
+def mkl_gemm_into(fn, Cm: np.ndarray, A: np.ndarray, B: np.ndarray, ta=False, tb=False):
+    """``Cm = op(A) @ op(B)`` through oneMKL, all arrays C-contiguous rows (as
+    :func:`gemm_into`: the row-major product as the column-major ``Cm.T = op(B).T
+    op(A).T``)."""
+    import ctypes
+
+    scalar = ctypes.c_double if Cm.dtype == np.float64 else ctypes.c_float
+    k = A.shape[0] if ta else A.shape[1]
+    ints = [ctypes.c_int(v) for v in (Cm.shape[1], Cm.shape[0], k, B.shape[1], A.shape[1],
+                                      Cm.shape[1])]  # fmt: skip
+    one, zero = scalar(1.0), scalar(0.0)
+    fn(b"T" if tb else b"N", b"T" if ta else b"N", *(ctypes.byref(i) for i in ints[:3]),
+       ctypes.byref(one), ctypes.c_void_p(B.ctypes.data), ctypes.byref(ints[3]),
+       ctypes.c_void_p(A.ctypes.data), ctypes.byref(ints[4]), ctypes.byref(zero),
+       ctypes.c_void_p(Cm.ctypes.data), ctypes.byref(ints[5]))  # fmt: skip
+
+
 def is_installed(module: str) -> str | None:
     """None if ``module`` imports, else the reason (for a skip)."""
     import importlib
@@ -735,6 +788,10 @@ __all__ = [
     "gemm_into",
     "group_name",
     "is_installed",
+    "mkl_gemm",
+    "mkl_gemm_into",
+    "mkl_or_reason",
+    "with_blas",
     "pinned_threads",
     "problem",
     "reference",

@@ -514,8 +514,9 @@ FACTORIES = {
 
 
 # ---------------------------------------------------------------- BLAS products alone
-def gemm_only(p: Problem, k: int) -> Runner:
-    """The matrix products of ``k`` mini-batches, alone, with SciPy's BLAS (fastbp's).
+def gemm_only(p: Problem, k: int, blas: str = "scipy") -> Runner:
+    """The matrix products of ``k`` mini-batches, alone, with SciPy's BLAS (fastbp's),
+    or oneMKL's (``blas="mkl"``, fastbp.set_blas's).
 
     Per mini-batch and layer: Z = A_prev W^T (forward), G = Delta^T A_prev (weight
     gradient) and, except into the input layer, Delta_prev = Delta W (backward), on
@@ -523,10 +524,15 @@ def gemm_only(p: Problem, k: int) -> Runner:
     element-wise work, no update).  This is the "same matrix products done alone"
     of workload B's throughput goal.
     """
-    from _harness import blas_gemm, gemm_into
+    from _harness import blas_gemm, gemm_into, mkl_gemm, mkl_gemm_into
 
     w = p.workload
-    gemm = blas_gemm(p.dtype)
+    if blas == "mkl":
+        fn = mkl_gemm(p.dtype)
+        gemm = None
+        gemm_into = lambda g, *args, **kw: mkl_gemm_into(fn, *args, **kw)  # noqa: E731
+    else:
+        gemm = blas_gemm(p.dtype)
     rng = np.random.default_rng(0)
     m = w.batch
     Ws = [W.copy() for W in p.weights()]

@@ -39,11 +39,13 @@ from _harness import (
     group_name,
     interleaved_rounds,
     is_installed,
+    mkl_or_reason,
     peak_runner,
     pinned_threads,
     problem,
     run_once,
     time_runner,
+    with_blas,
 )
 from _peers import FACTORIES, NEEDS, PEERS, gemm_only
 
@@ -230,6 +232,10 @@ def test_b_interleaved(benchmark, threads):
     p = problem(w, dtype)
     runners = {"fastbp": contract_runner(module, p, "batch")}
     runners["gemm-only"] = gemm_only(p, w.n_batches)
+    mkl = mkl_or_reason() is None  # fastbp.set_blas("mkl") rows, where oneMKL is installed
+    if mkl:
+        runners["fastbp-mkl"] = with_blas(contract_runner(module, p, "batch"), "mkl")
+        runners["gemm-only-mkl"] = gemm_only(p, w.n_batches, blas="mkl")
     for peer in B_PEERS:
         if is_installed(NEEDS[peer]) is None:
             runners[peer] = FACTORIES[peer](p, w.n_batches, "none")
@@ -237,12 +243,19 @@ def test_b_interleaved(benchmark, threads):
     with pinned_threads(threads):
         times, _, rounds = interleaved_rounds(runners, benchmark, budget=4 * ROUND_BUDGET)
     check_fastbp(p, runners["fastbp"].result(), runners["fastbp"].batches, "batch")
+    if mkl:
+        check_fastbp(p, runners["fastbp-mkl"].result(), runners["fastbp-mkl"].batches, "batch")
     t = {name: np.asarray(v) for name, v in times.items()}
     ratios = {"GEMM-alone / fastbp": float(np.median(t["gemm-only"] / t["fastbp"]))}
+    if mkl:
+        ratios["GEMM-alone / fastbp, oneMKL"] = float(
+            np.median(t["gemm-only-mkl"] / t["fastbp-mkl"]))
     peers = [name for name in B_PEERS if name in t]
     if peers:
         fastest = np.min(np.stack([t[name] for name in peers]), axis=0)
         ratios["fastbp / fastest peer"] = float(np.median(t["fastbp"] / fastest))
+        if mkl:
+            ratios["fastbp, oneMKL / fastest peer"] = float(np.median(t["fastbp-mkl"] / fastest))
     medians = {name: float(np.median(v)) for name, v in t.items()}
     B_INTERLEAVED[f"B {dtype} {threads}t"] = (medians, ratios, rounds)
     annotate(benchmark, p, runners["fastbp"], "fastbp-cython-interleaved", record="batch",

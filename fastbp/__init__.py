@@ -23,6 +23,7 @@ from ._backends import (
     get_backend,
     use_backend,
 )
+from ._blas import blas_info, set_blas
 from ._contract import STAT_NAMES, VALID_PAIRS
 from ._errors import (
     BackendUnavailableError,
@@ -55,10 +56,12 @@ __all__ = [
     "TrainingInterrupted",
     "__version__",
     "backends",
+    "blas_info",
     "current_backend_name",
     "get_backend",
     "load",
     "load_history",
+    "set_blas",
     "use_backend",
     "MLPClassifier",
     "MLPRegressor",

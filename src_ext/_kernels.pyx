@@ -532,14 +532,53 @@ cdef inline double sq_dev(const floating* x, Py_ssize_t n, sum_t mean) noexcept 
     return (s0 + s1) + (s2 + s3)
 
 
+# The BLAS products: SciPy's (its OpenBLAS), or those of at least gemm_min
+# multiply-adds (M N K) through another library's Fortran dgemm_/sgemm_ (the same
+# LP64 interface), installed by fastbp._blas through _set_gemm.
+ctypedef void (*dgemm_fn)(char*, char*, int*, int*, int*, double*, double*, int*,
+                          double*, int*, double*, double*, int*) noexcept nogil
+ctypedef void (*sgemm_fn)(char*, char*, int*, int*, int*, float*, float*, int*,
+                          float*, int*, float*, float*, int*) noexcept nogil
+cdef dgemm_fn dgemm_alt = NULL
+cdef sgemm_fn sgemm_alt = NULL
+cdef int64_t gemm_min = 0
+
+
+def _set_gemm(size_t d_addr=0, size_t s_addr=0, int64_t min_macs=0):
+    """Send the products of at least ``min_macs`` multiply-adds to the dgemm and
+    sgemm at these addresses (Fortran interface, 32-bit integers); 0, 0: every
+    product to SciPy's.  Returns the previous triple."""
+    global dgemm_alt, sgemm_alt, gemm_min
+    old = (<size_t> dgemm_alt, <size_t> sgemm_alt, gemm_min)
+    if (d_addr == 0) != (s_addr == 0):
+        raise ValueError("_set_gemm: give both addresses or neither")
+    if min_macs < 0:
+        raise ValueError(f"_set_gemm: min_macs must be >= 0, got {min_macs}")
+    dgemm_alt = <dgemm_fn> d_addr
+    sgemm_alt = <sgemm_fn> s_addr
+    gemm_min = min_macs
+    return old
+
+
 cdef inline void gemm(char ta, char tb, int M, int N, int K, floating alpha,
                       const floating* A, int lda, const floating* B, int ldb,
                       floating beta, floating* C, int ldc) noexcept nogil:
-    """C = alpha op(A) op(B) + beta C, column-major BLAS (d/s gemm from SciPy)."""
+    """C = alpha op(A) op(B) + beta C, column-major BLAS (SciPy's, or _set_gemm's)."""
+    cdef bint alt = dgemm_alt != NULL and <int64_t> M * N * K >= gemm_min
     if floating is double:
-        dgemm(&ta, &tb, &M, &N, &K, &alpha, <double*> A, &lda, <double*> B, &ldb, &beta, C, &ldc)
+        if alt:
+            dgemm_alt(&ta, &tb, &M, &N, &K, &alpha, <double*> A, &lda, <double*> B, &ldb,
+                      &beta, C, &ldc)
+        else:
+            dgemm(&ta, &tb, &M, &N, &K, &alpha, <double*> A, &lda, <double*> B, &ldb, &beta,
+                  C, &ldc)
     else:
-        sgemm(&ta, &tb, &M, &N, &K, &alpha, <float*> A, &lda, <float*> B, &ldb, &beta, C, &ldc)
+        if alt:
+            sgemm_alt(&ta, &tb, &M, &N, &K, &alpha, <float*> A, &lda, <float*> B, &ldb,
+                      &beta, C, &ldc)
+        else:
+            sgemm(&ta, &tb, &M, &N, &K, &alpha, <float*> A, &lda, <float*> B, &ldb, &beta,
+                  C, &ldc)
 
 
 # --------------------------------------------------------------------------

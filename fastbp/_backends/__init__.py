@@ -344,6 +344,12 @@ def use_backend(name: str) -> Iterator[ModuleType]:
         _forced.reset(token)
 
 
+def _detail(module: ModuleType) -> str:
+    detail = getattr(module, "DETAIL", "")
+    blas = getattr(module, "blas_detail", None)  # the compiled backend's BLAS choice
+    return f"{detail}; {blas()}" if callable(blas) else detail
+
+
 def backends() -> dict[str, BackendInfo]:
     """Report every known backend: available or not, why not, and which is selected.
 
@@ -366,6 +372,6 @@ def backends() -> dict[str, BackendInfo]:
             available=ok,
             reason="" if ok else result.reason,
             selected=name == selected,
-            detail=getattr(result, "DETAIL", "") if ok else "",
+            detail=_detail(result) if ok else "",
         )
     return report

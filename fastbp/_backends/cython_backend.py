@@ -19,6 +19,7 @@ from __future__ import annotations
 import importlib
 import os
 
+from .. import _blas
 from . import PUBLIC_API
 
 #: variant name -> (module, CPU features it needs, as named by NumPy's CPU dispatcher)
@@ -65,6 +66,16 @@ def _choose():
 VARIANT, _kernels = _choose()
 DETAIL = f"kernels {VARIANT} ({_kernels.__name__})"
 
+# the BLAS library of the large products (fastbp/_blas.py): FASTBP_BLAS, or the
+# choice made before this import
+_blas.on_kernels_loaded(_kernels)
+
+
+def blas_detail() -> str:
+    """Which BLAS library the kernels call (for ``fastbp.backends()``)."""
+    return _blas.describe()
+
+
 for _name in PUBLIC_API:
     try:
         globals()[_name] = getattr(_kernels, _name)
@@ -74,4 +85,4 @@ for _name in PUBLIC_API:
         ) from None
 del _name
 
-__all__ = [*PUBLIC_API, "VARIANT", "DETAIL"]
+__all__ = [*PUBLIC_API, "VARIANT", "DETAIL", "blas_detail"]
