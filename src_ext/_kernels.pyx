@@ -318,7 +318,7 @@ _check_codes()
 cdef inline floating f_act(int code, floating z, floating alpha) noexcept nogil:
     """a = f(z) for the element-wise activations (not softmax)."""
     cdef floating e
-    cdef floating one = 1  # (see sigmoid_row)
+    cdef floating one = 1  # (see sigmoid_rows)
     if code == SIGMOID:
         # exp(-|z|) never overflows; both branches are exact to round-off.
         e = <floating> exp(-fabs(z))
@@ -339,7 +339,7 @@ cdef inline floating f_act(int code, floating z, floating alpha) noexcept nogil:
 cdef inline floating f_slope(int code, floating z, floating a, floating alpha) noexcept nogil:
     """f'(z), computed from a where the activation allows it."""
     cdef floating e
-    cdef floating one = 1  # (see sigmoid_row)
+    cdef floating one = 1  # (see sigmoid_rows)
     if code == SIGMOID:
         e = <floating> exp(-fabs(z))
         return e / ((one + e) * (one + e))
@@ -932,54 +932,67 @@ cdef inline int act_row(int code, floating* Zr, floating* Sr, const floating* b,
     return bad
 
 
-cdef inline int sigmoid_row(floating* Zr, floating* Sr, const floating* b,
-                            Py_ssize_t n) noexcept nogil:
-    """Sigmoid over one row, with the vectorised exp of vmath.c (Sr is scratch)."""
-    cdef Py_ssize_t j
-    cdef floating z, e, a, d
+cdef inline int sigmoid_rows(floating* Z, floating* S, const floating* b, Py_ssize_t rows,
+                             Py_ssize_t n) noexcept nogil:
+    """Sigmoid over rows (n values each, contiguous) with the vectorised exp of vmath.c
+    (S is scratch).  The bias is added row by row, exp and the quotients run over the
+    rows as one flat array: a layer of 30 units would otherwise leave 6 of every 30
+    values to the loops' scalar remainders."""
+    cdef Py_ssize_t i, j, cnt = rows * n
+    cdef floating z, e, a, r
     cdef floating one = 1  # a typed 1: a literal would make the float32 arithmetic double
     cdef int bad = 0
     cdef double top = dtype_max(<floating> 0)
-    for j in range(n):
-        z = Zr[j] + b[j]
-        bad |= not (fabs(z) <= top)
-        Zr[j] = z
-        Sr[j] = -fabs(z)
+    cdef floating* Zr
+    cdef floating* Sr
+    for i in range(rows):
+        Zr = Z + i * n
+        Sr = S + i * n
+        for j in range(n):
+            z = Zr[j] + b[j]
+            bad |= not (fabs(z) <= top)
+            Zr[j] = z
+            Sr[j] = -fabs(z)
     if floating is double:
-        fastbp_vexp(Sr, n)
+        fastbp_vexp(S, cnt)
     else:
-        fastbp_vexpf(Sr, n)
-    for j in range(n):
-        z = Zr[j]
-        e = Sr[j]  # exp(-|z|): never overflows
-        d = one + e
-        a = one / d if z >= 0 else e / d
-        Zr[j] = a
-        # sigma'(z) = a (1 - a) = e / (1 + e)^2: the latter keeps its digits when the
-        # unit saturates (1 - a cancels in float32 from z ~ 10 on)
-        Sr[j] = e / (d * d)
+        fastbp_vexpf(S, cnt)
+    for j in range(cnt):
+        z = Z[j]
+        e = S[j]  # exp(-|z|): never overflows
+        # one division (a vector division costs as much as the rest of the loop):
+        # sigma(z) = r or e r with r = 1 / (1 + e), and sigma'(z) = a (1 - a) = e r^2,
+        # which keeps its digits when the unit saturates (1 - a cancels in float32
+        # from z ~ 10 on)
+        r = one / (one + e)
+        a = r if z >= 0 else e * r
+        Z[j] = a
+        S[j] = (e * r) * r
     return bad
 
 
-cdef inline int tanh_row(floating* Zr, floating* Sr, const floating* b,
-                         Py_ssize_t n) noexcept nogil:
-    """tanh over one row with the vectorised tanh of vmath.c."""
-    cdef Py_ssize_t j
+cdef inline int tanh_rows(floating* Z, floating* S, const floating* b, Py_ssize_t rows,
+                          Py_ssize_t n) noexcept nogil:
+    """tanh over rows with the vectorised tanh of vmath.c (flat, as sigmoid_rows)."""
+    cdef Py_ssize_t i, j, cnt = rows * n
     cdef floating z, a
-    cdef floating one = 1  # (see sigmoid_row)
+    cdef floating one = 1  # (see sigmoid_rows)
     cdef int bad = 0
     cdef double top = dtype_max(<floating> 0)
-    for j in range(n):
-        z = Zr[j] + b[j]
-        bad |= not (fabs(z) <= top)
-        Zr[j] = z
+    cdef floating* Zr
+    for i in range(rows):
+        Zr = Z + i * n
+        for j in range(n):
+            z = Zr[j] + b[j]
+            bad |= not (fabs(z) <= top)
+            Zr[j] = z
     if floating is double:
-        fastbp_vtanh(Zr, n)
+        fastbp_vtanh(Z, cnt)
     else:
-        fastbp_vtanhf(Zr, n)
-    for j in range(n):
-        a = Zr[j]
-        Sr[j] = one - a * a
+        fastbp_vtanhf(Z, cnt)
+    for j in range(cnt):
+        a = Z[j]
+        S[j] = one - a * a
     return bad
 
 
@@ -1014,22 +1027,23 @@ cdef int hidden_forward(Net* c, int l, floating* Z, const floating* b, Py_ssize_
         i1 = group_end(i0, m, n)
         if c.hz != NULL:  # a sampled mini-batch with histograms: z before it becomes a
             hist_decades(Z + i0 * n, b, i1 - i0, n, c.hz + l * N_DECADE_BINS, &c.dec)
-        for i in range(i0, i1):
-            Zr = Z + i * n
-            Sr = S + i * n
-            # one specialised, branch-free loop per activation
-            if code == SIGMOID:
-                bad |= sigmoid_row(Zr, Sr, b, n)
-            elif code == TANH:
-                bad |= tanh_row(Zr, Sr, b, n)
-            elif code == RELU:
-                bad |= act_row(RELU, Zr, Sr, b, n, alpha)
-            elif code == LEAKY_RELU:
-                bad |= act_row(LEAKY_RELU, Zr, Sr, b, n, alpha)
-            elif code == SOFTSIGN:
-                bad |= act_row(SOFTSIGN, Zr, Sr, b, n, alpha)
-            else:
-                bad |= act_row(LINEAR, Zr, Sr, b, n, alpha)
+        # one specialised, branch-free loop per activation
+        if code == SIGMOID:
+            bad |= sigmoid_rows(Z + i0 * n, S + i0 * n, b, i1 - i0, n)
+        elif code == TANH:
+            bad |= tanh_rows(Z + i0 * n, S + i0 * n, b, i1 - i0, n)
+        else:
+            for i in range(i0, i1):
+                Zr = Z + i * n
+                Sr = S + i * n
+                if code == RELU:
+                    bad |= act_row(RELU, Zr, Sr, b, n, alpha)
+                elif code == LEAKY_RELU:
+                    bad |= act_row(LEAKY_RELU, Zr, Sr, b, n, alpha)
+                elif code == SOFTSIGN:
+                    bad |= act_row(SOFTSIGN, Zr, Sr, b, n, alpha)
+                else:
+                    bad |= act_row(LINEAR, Zr, Sr, b, n, alpha)
         Zr = Z + i0 * n
         Sr = S + i0 * n
         cnt = (i1 - i0) * n
@@ -1130,7 +1144,7 @@ cdef int output_forward(Net* c, floating* A, const floating* b, Py_ssize_t m,
     cdef floating* Z = <floating*> c.ZL
     cdef floating* E = <floating*> c.S + c.act_off[l]
     cdef floating z, a, s, zmax, e, d1
-    cdef floating one = 1  # (see sigmoid_row)
+    cdef floating one = 1  # (see sigmoid_rows)
     cdef int bad = 0
     cdef double top = dtype_max(<floating> 0)
     cdef double suma = 0, sums = 0, ssqa = 0, tot
@@ -1158,27 +1172,28 @@ cdef int output_forward(Net* c, floating* A, const floating* b, Py_ssize_t m,
     elif code == SIGMOID:
         # e = exp(-|z|) once per unit, kept in the layer's slope buffer: a, sigma(-z),
         # the slope and softplus(z) of the cost all follow from it
+        # (exp and the quotients over the m rows as one flat array, as sigmoid_rows)
         for i in range(m):
             for j in range(n):
                 z = Z[i * n + j] + b[j]
                 Z[i * n + j] = z
                 bad |= not (fabs(z) <= top)
                 E[i * n + j] = -fabs(z)
-            if floating is double:
-                fastbp_vexp(E + i * n, n)
-            else:
-                fastbp_vexpf(E + i * n, n)
-            for j in range(n):
-                e = E[i * n + j]
-                d1 = one + e
-                a = one / d1 if Z[i * n + j] >= 0 else e / d1
-                A[i * n + j] = a
-                if stats:
-                    s = e / (d1 * d1)
-                    suma += a
-                    sums += s
-                    low += (s < thr) & (a < mid)
-                    high += (s < thr) & (a > mid)
+        if floating is double:
+            fastbp_vexp(E, m * n)
+        else:
+            fastbp_vexpf(E, m * n)
+        for j in range(m * n):
+            e = E[j]
+            d1 = one / (one + e)  # (one division: see sigmoid_rows)
+            a = d1 if Z[j] >= 0 else e * d1
+            A[j] = a
+            if stats:
+                s = (e * d1) * d1
+                suma += a
+                sums += s
+                low += (s < thr) & (a < mid)
+                high += (s < thr) & (a > mid)
     else:
         for i in range(m):
             for j in range(n):
@@ -1235,7 +1250,7 @@ cdef double output_delta(Net* c, const floating* Y, Py_ssize_t m, bint stats,
     cdef floating* D = <floating*> c.D + c.act_off[l]
     cdef double* col = c.colsum + c.unit_off[l]
     cdef floating a, y, d, e, z
-    cdef floating one = 1  # (see sigmoid_row)
+    cdef floating one = 1  # (see sigmoid_rows)
     cdef int nonfinite = 0
     cdef double top = dtype_max(<floating> 0)
     cdef double total = 0, ssq = 0, zmax, lse = 0, mean = 0, m2 = 0
@@ -1261,7 +1276,7 @@ cdef double output_delta(Net* c, const floating* Y, Py_ssize_t m, bint stats,
                 total += (z if z > 0 else 0) + log1p(e) - y * <double> z
                 # a - y = (1 - y) sigma(z) - y sigma(-z): exact for 0/1 targets even
                 # when a rounds to 1 (saturated float32 units)
-                d = (one - y) * a - y * (e / (one + e) if z >= 0 else one / (one + e))
+                d = (one - y) * a - y * ((e if z >= 0 else one) / (one + e))
             elif cost == LOG_LIKELIHOOD:
                 total += y * (lse - Z[i * n + j])
                 d = a - y

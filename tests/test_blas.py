@@ -180,19 +180,21 @@ def test_mkl_trains_as_openblas_does(dtype, capfd):
     np.testing.assert_array_equal(again, want)
 
 
-def _run(code: str, **env) -> subprocess.CompletedProcess:
+def _run(code: str, cwd, **env) -> subprocess.CompletedProcess:
+    # (from another directory: in a source checkout "import fastbp" would otherwise
+    # import the uncompiled source tree instead of the installed package)
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env={**os.environ, **env}, timeout=120)  # fmt: skip
+                          env={**os.environ, **env}, cwd=cwd, timeout=120)  # fmt: skip
 
 
 @needs_kernels
-def test_environment_variable_is_read_at_load():
-    bad = _run("import fastbp; fastbp.get_backend('cython')", FASTBP_BLAS="openblas")
+def test_environment_variable_is_read_at_load(tmp_path):
+    bad = _run("import fastbp; fastbp.get_backend('cython')", tmp_path, FASTBP_BLAS="openblas")
     assert bad.returncode != 0
     assert "FASTBP_BLAS='openblas' is not one of scipy, mkl" in bad.stderr
     if _mkl_or_none() is None:
         return
     ok = _run("import fastbp; fastbp.get_backend('cython'); print(fastbp.blas_info()['name'])",
-              FASTBP_BLAS="mkl")  # fmt: skip
+              tmp_path, FASTBP_BLAS="mkl")  # fmt: skip
     assert ok.returncode == 0, ok.stderr
     assert ok.stdout.strip() == "mkl"
