@@ -18,11 +18,12 @@ loop (the bound set to 0), whatever the default for the dtype.
 updates the first layer (the default) against no prefetch (``_set_prefetch``); only
 mini-batches on the fused path prefetch.
 
-One BLAS thread, the harness's data, start parameters and order, record="batch"; the
-two rows run in turn within every round (``interleaved_rounds``) and the ratio is the
-median over rounds of the per-round ratio; both rows' results are checked against the
-reference.  Run with OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset, as the rest of the
-suite.
+One BLAS thread unless ``--threads`` says otherwise (``--blas mkl``: oneMKL for the
+large products, ``fastbp.set_blas``), the harness's data, start parameters and order,
+record="batch"; the two rows run in turn within every round (``interleaved_rounds``)
+and the ratio is the median over rounds of the per-round ratio; both rows' results
+are checked against the reference.  Run with OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE
+unset, as the rest of the suite.
 """
 
 from __future__ import annotations
@@ -85,11 +86,16 @@ def main(argv=None) -> int:
     ap.add_argument("--workload", default="A", choices=sorted(WORKLOADS))
     ap.add_argument("--dtype", default="float64", choices=("float64", "float32"))
     ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--blas", default="scipy", choices=("scipy", "mkl"))
     args = ap.parse_args(argv)
     backend = backend_or_skip("cython")
+    import fastbp
+
+    fastbp.set_blas(args.blas)
     p = problem(WORKLOADS[args.workload], args.dtype)
     runners = runners_for(args.compare, backend, p)
-    with pinned_threads(1):
+    with pinned_threads(args.threads):
         for r in runners.values():  # warm-up
             r.reset()
             r.run()
@@ -98,8 +104,8 @@ def main(argv=None) -> int:
         check_fastbp(p, r.result(), r.batches, "batch")
     first, second = runners
     ratio = np.median(np.asarray(times[second]) / np.asarray(times[first]))
-    print(f"{args.compare}: workload {args.workload}, {args.dtype}, {rounds} rounds: "
-          "median s/epoch")
+    print(f"{args.compare}: workload {args.workload}, {args.dtype}, {args.threads} thread(s), "
+          f"BLAS {args.blas}, {rounds} rounds: median s/epoch")
     for name, ts in times.items():
         print(f"  {name:8s} {np.median(ts):.4f}")
     print(f"  {second} / {first}: {ratio:.3f}")

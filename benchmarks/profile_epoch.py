@@ -3,9 +3,10 @@
     perf record -F 10000 -o epoch.data python benchmarks/profile_epoch.py C float64 --epochs 30
     perf report -i epoch.data -n --no-children --sort symbol
 
-One BLAS thread, the harness's data, start parameters and order (workload A, B or C),
-record="batch" unless ``--record`` says otherwise; nothing is timed or checked here.
-Compare two builds by the sample counts of a function (``-n``): the work is the same.
+One BLAS thread (``--blas mkl``: oneMKL for the large products), the harness's data,
+start parameters and order (workload A, B or C), record="batch" unless ``--record``
+says otherwise; nothing is timed or checked here.  Compare two builds by the sample
+counts of a function (``-n``): the work is the same.
 """
 
 from __future__ import annotations
@@ -25,7 +26,12 @@ def main(argv=None) -> int:
     ap.add_argument("dtype", choices=("float32", "float64"))
     ap.add_argument("--record", default="batch", choices=("batch", "epoch", "none"))
     ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--blas", default="scipy", choices=("scipy", "mkl"),
+                    help="fastbp.set_blas's choice for the large products")  # fmt: skip
     args = ap.parse_args(argv)
+    import fastbp
+
+    fastbp.set_blas(args.blas)
     runner = contract_runner(get_backend("cython"), problem(WORKLOADS[args.key], args.dtype),
                              args.record)
     with threadpool_limits(limits=1):
