@@ -400,6 +400,12 @@ def _blas_lines() -> list[str]:
                      f"{cfg.get('version')}")
     except Exception as exc:  # noqa: BLE001 - informational only
         lines.append(f"BLAS: unknown ({exc})")
+    from fastbp import blas_info
+
+    chosen = blas_info()
+    if chosen["name"] == "mkl":
+        lines.append(f"  large products (>= {chosen['min_size']:,} multiply-adds): "
+                     f"{chosen['version']} ({chosen['library']})")
     try:
         from threadpoolctl import threadpool_info
 
