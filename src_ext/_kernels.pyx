@@ -565,20 +565,14 @@ cdef inline void gemm(char ta, char tb, int M, int N, int K, floating alpha,
                       floating beta, floating* C, int ldc) noexcept nogil:
     """C = alpha op(A) op(B) + beta C, column-major BLAS (SciPy's, or _set_gemm's)."""
     cdef bint alt = dgemm_alt != NULL and <int64_t> M * N * K >= gemm_min
+    cdef dgemm_fn d
+    cdef sgemm_fn s
     if floating is double:
-        if alt:
-            dgemm_alt(&ta, &tb, &M, &N, &K, &alpha, <double*> A, &lda, <double*> B, &ldb,
-                      &beta, C, &ldc)
-        else:
-            dgemm(&ta, &tb, &M, &N, &K, &alpha, <double*> A, &lda, <double*> B, &ldb, &beta,
-                  C, &ldc)
+        d = dgemm_alt if alt else dgemm
+        d(&ta, &tb, &M, &N, &K, &alpha, <double*> A, &lda, <double*> B, &ldb, &beta, C, &ldc)
     else:
-        if alt:
-            sgemm_alt(&ta, &tb, &M, &N, &K, &alpha, <float*> A, &lda, <float*> B, &ldb,
-                      &beta, C, &ldc)
-        else:
-            sgemm(&ta, &tb, &M, &N, &K, &alpha, <float*> A, &lda, <float*> B, &ldb, &beta,
-                  C, &ldc)
+        s = sgemm_alt if alt else sgemm
+        s(&ta, &tb, &M, &N, &K, &alpha, <float*> A, &lda, <float*> B, &ldb, &beta, C, &ldc)
 
 
 # --------------------------------------------------------------------------
