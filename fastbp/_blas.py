@@ -7,11 +7,12 @@ from the ``mkl`` package of PyPI (``pip install "fastbp[mkl]"``).  The small
 products stay on OpenBLAS, whose small-matrix kernels are faster there.
 
 Why: on the wide workload of issue 4 ([784, 1024 x 4, 10], mini-batches of 128,
-float32) oneMKL's products are 1.2-1.3x faster than OpenBLAS's on the benchmark
-machine (an Intel Xeon with AVX-512), which is the difference between fastbp and
-JAX there; on the chapter's small layers it is no faster (`benchmarks/README.md`,
-"BLAS").  oneMKL's speed on AMD processors is not what it is on Intel's: measure
-before choosing it there.
+float32) oneMKL's forward and gradient products are 1.13-1.34x faster than
+OpenBLAS's on the benchmark machine (an Intel Xeon with AVX-512) and a training epoch
+1.3x faster, which is the difference between fastbp and JAX there; on the chapter's
+small layers it is no faster (`benchmarks/blas_compare.py`; `benchmarks/README.md`,
+"oneMKL for the large products").  oneMKL's speed on AMD processors is not what it
+is on Intel's: measure before choosing it there.
 
 The choice is process-wide (the BLAS is), made before training, and holds for every
 ``Network`` computing on the compiled backend; the NumPy and Numba backends do not

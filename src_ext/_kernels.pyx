@@ -20,8 +20,8 @@ cheaply (once per call, never per mini-batch) so that a misuse raises instead
 of reading out of bounds.
 
 Matrices are row-major with one example per row.  BLAS (column-major) is
-called through ``scipy.linalg.cython_blas`` by reading each row-major matrix
-as its column-major transpose:
+called through ``scipy.linalg.cython_blas`` (or, for the large products, oneMKL's:
+fastbp.set_blas) by reading each row-major matrix as its column-major transpose:
 
 * forward      ``Z (m, n_out) = A (m, n_in) @ W.T``  ->  ``gemm('T','N')``
 * backward     ``D_prev (m, n_in) = D (m, n_out) @ W``  ->  ``gemm('N','N')``
@@ -41,7 +41,8 @@ in-cache block only when the plain sum of squares leaves [2^-900, 2^900].
 
 Transcendentals: sigmoid and tanh call the vectorisable exp/expm1 of vmath.c
 (compiled without reassociation, accuracy tested in tests/test_vmath.py); the
-sigmoid slope is e/(1+e)^2 with e = exp(-|z|), exact where a(1-a) cancels.
+sigmoid slope is e r^2 with e = exp(-|z|) and r = 1/(1+e) (one division per value),
+exact where a(1-a) cancels.
 
 Non-finite values (SPEC section 5) are detected with
 ``bad |= not (fabs(z) <= FLOAT_MAX)`` (false for NaN and Inf; a comparison, so
