@@ -726,29 +726,47 @@ def with_blas(runner: Runner, name: str) -> Runner:
 
 
 def mkl_gemm(dtype):
-    """oneMKL's Fortran dgemm_/sgemm_ (the functions fastbp.set_blas("mkl") installs),
-    called like SciPy's wrappers by :func:`mkl_gemm_into`."""
+    """oneMKL's Fortran dgemm_/sgemm_ (the functions fastbp.set_blas("mkl") installs)."""
     from fastbp import _blas
 
     lib = _blas._load_mkl()["lib"]
     return lib.dgemm_ if np.dtype(dtype) == np.float64 else lib.sgemm_
 
 
-def mkl_gemm_into(fn, Cm: np.ndarray, A: np.ndarray, B: np.ndarray, ta=False, tb=False):
-    """``Cm = op(A) @ op(B)`` through oneMKL, all arrays C-contiguous rows (as
-    :func:`gemm_into`: the row-major product as the column-major ``Cm.T = op(B).T
-    op(A).T``)."""
+def fortran_gemm(fn, dtype):
+    """A caller of the Fortran ?gemm_ ``fn`` (32-bit integers) through ctypes:
+    ``call(ta, tb, M, N, K, A, lda, B, ldb, C, ldc)``, C = op(A) op(B) column-major,
+    on the arrays' data (no copy, no check)."""
     import ctypes
 
-    scalar = ctypes.c_double if Cm.dtype == np.float64 else ctypes.c_float
-    k = A.shape[0] if ta else A.shape[1]
-    ints = [ctypes.c_int(v) for v in (Cm.shape[1], Cm.shape[0], k, B.shape[1], A.shape[1],
-                                      Cm.shape[1])]  # fmt: skip
+    scalar = ctypes.c_double if np.dtype(dtype) == np.float64 else ctypes.c_float
     one, zero = scalar(1.0), scalar(0.0)
-    fn(b"T" if tb else b"N", b"T" if ta else b"N", *(ctypes.byref(i) for i in ints[:3]),
-       ctypes.byref(one), ctypes.c_void_p(B.ctypes.data), ctypes.byref(ints[3]),
-       ctypes.c_void_p(A.ctypes.data), ctypes.byref(ints[4]), ctypes.byref(zero),
-       ctypes.c_void_p(Cm.ctypes.data), ctypes.byref(ints[5]))  # fmt: skip
+
+    def call(ta, tb, M, N, K, A, lda, B, ldb, C, ldc):
+        ints = [ctypes.c_int(v) for v in (M, N, K, lda, ldb, ldc)]
+        fn(ta, tb, *(ctypes.byref(i) for i in ints[:3]), ctypes.byref(one),
+           ctypes.c_void_p(A.ctypes.data), ctypes.byref(ints[3]), ctypes.c_void_p(B.ctypes.data),
+           ctypes.byref(ints[4]), ctypes.byref(zero), ctypes.c_void_p(C.ctypes.data),
+           ctypes.byref(ints[5]))  # fmt: skip
+
+    return call
+
+
+def product_into(blas: str, dtype):
+    """``into(Cm, A, B, ta=False, tb=False)``: ``Cm = op(A) @ op(B)`` on C-contiguous
+    rows, no copy, through SciPy's BLAS (``blas="scipy"``, :func:`gemm_into`) or oneMKL
+    (``"mkl"``: the same column-major transposes through :func:`fortran_gemm`)."""
+    if blas != "mkl":
+        gemm = blas_gemm(dtype)
+        return lambda Cm, A, B, ta=False, tb=False: gemm_into(gemm, Cm, A, B, ta, tb)
+    call = fortran_gemm(mkl_gemm(dtype), dtype)
+
+    def into(Cm, A, B, ta=False, tb=False):
+        k = A.shape[0] if ta else A.shape[1]
+        call(b"T" if tb else b"N", b"T" if ta else b"N", Cm.shape[1], Cm.shape[0], k,
+             B, B.shape[1], A, A.shape[1], Cm, Cm.shape[1])  # fmt: skip
+
+    return into
 
 
 def is_installed(module: str) -> str | None:
@@ -788,8 +806,9 @@ __all__ = [
     "gemm_into",
     "group_name",
     "is_installed",
+    "fortran_gemm",
     "mkl_gemm",
-    "mkl_gemm_into",
+    "product_into",
     "mkl_or_reason",
     "with_blas",
     "pinned_threads",

@@ -524,15 +524,10 @@ def gemm_only(p: Problem, k: int, blas: str = "scipy") -> Runner:
     element-wise work, no update).  This is the "same matrix products done alone"
     of workload B's throughput goal.
     """
-    from _harness import blas_gemm, gemm_into, mkl_gemm, mkl_gemm_into
+    from _harness import product_into
 
     w = p.workload
-    if blas == "mkl":
-        fn = mkl_gemm(p.dtype)
-        gemm = None
-        gemm_into = lambda g, *args, **kw: mkl_gemm_into(fn, *args, **kw)  # noqa: E731
-    else:
-        gemm = blas_gemm(p.dtype)
+    into = product_into(blas, p.dtype)
     rng = np.random.default_rng(0)
     m = w.batch
     Ws = [W.copy() for W in p.weights()]
@@ -542,7 +537,7 @@ def gemm_only(p: Problem, k: int, blas: str = "scipy") -> Runner:
     # Check once that the wrapper computes in place, without copies, the right product.
     # (to 1e-5 of the largest entry: another library sums in another order, and the
     # relative error of an entry near zero, a sum that cancels, means nothing)
-    gemm_into(gemm, A[1], A[0], Ws[0], tb=True)
+    into(A[1], A[0], Ws[0], tb=True)
     want = A[0] @ Ws[0].T
     np.testing.assert_allclose(A[1], want, rtol=1e-4, atol=1e-5 * np.abs(want).max())
     sizes = [min(m, w.n - i * m) for i in range(k)]
@@ -550,10 +545,10 @@ def gemm_only(p: Problem, k: int, blas: str = "scipy") -> Runner:
     def run():
         for mb in sizes:
             for l in range(w.L):
-                gemm_into(gemm, A[l + 1][:mb], A[l][:mb], Ws[l], tb=True)
+                into(A[l + 1][:mb], A[l][:mb], Ws[l], tb=True)
             for l in range(w.L - 1, -1, -1):
-                gemm_into(gemm, G[l], D[l + 1][:mb], A[l][:mb], ta=True)
+                into(G[l], D[l + 1][:mb], A[l][:mb], ta=True)
                 if l > 0:
-                    gemm_into(gemm, D[l][:mb], D[l + 1][:mb], Ws[l])
+                    into(D[l][:mb], D[l + 1][:mb], Ws[l])
 
     return Runner(lambda: ((), {}), run, lambda: None, k, sum(sizes))

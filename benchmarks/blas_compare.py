@@ -35,20 +35,6 @@ def scipy_openblas():
     raise SystemExit("this SciPy does not carry its own OpenBLAS with exported symbols")
 
 
-def caller(fn, dtype):
-    scalar = ctypes.c_double if dtype == np.float64 else ctypes.c_float
-
-    def call(ta, tb, M, N, K, A, lda, B, ldb, C, ldc):
-        ints = [ctypes.c_int(v) for v in (M, N, K, lda, ldb, ldc)]
-        one, zero = scalar(1.0), scalar(0.0)
-        fn(ta, tb, *(ctypes.byref(i) for i in ints[:3]), ctypes.byref(one),
-           ctypes.c_void_p(A.ctypes.data), ctypes.byref(ints[3]), ctypes.c_void_p(B.ctypes.data),
-           ctypes.byref(ints[4]), ctypes.byref(zero), ctypes.c_void_p(C.ctypes.data),
-           ctypes.byref(ints[5]))  # fmt: skip
-
-    return call
-
-
 def kernel_products(n_in, n_out, m):
     """fastbp's three products of one layer: (label, ta, tb, M, N, K, lda, ldb, ldc)."""
     return [
@@ -85,6 +71,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dtype", choices=("float32", "float64", "both"), default="both")
     args = ap.parse_args(argv)
+    from _harness import fortran_gemm, mkl_gemm
     from threadpoolctl import threadpool_info, threadpool_limits
 
     from fastbp import _blas
@@ -101,8 +88,8 @@ def main(argv=None) -> int:
         print(f"# oneMKL: {mkl['version']}")
         for dtype in map(np.dtype, dtypes):
             ch = "d" if dtype == np.float64 else "s"
-            o = caller(getattr(ob, f"{prefix}{ch}gemm_"), dtype)
-            k = caller(getattr(mkl["lib"], f"{ch}gemm_"), dtype)
+            o = fortran_gemm(getattr(ob, f"{prefix}{ch}gemm_"), dtype)
+            k = fortran_gemm(mkl_gemm(dtype), dtype)
             print(f"\n{dtype}: microseconds per product (OpenBLAS, oneMKL, ratio)")
             for group, products in CASES.items():
                 print(f"  {group}")

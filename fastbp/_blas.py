@@ -44,7 +44,7 @@ MKL_PATH_VAR = "FASTBP_MKL_RT"
 DEFAULT_MIN_SIZE = 1 << 20
 
 _lock = threading.Lock()
-_state = {"name": "scipy", "min_size": DEFAULT_MIN_SIZE, "addr": (0, 0)}
+_state = {"name": "scipy", "min_size": DEFAULT_MIN_SIZE}
 _mkl: dict = {}  # the loaded library: lib, path, version, addr
 _env_read = False
 
@@ -120,8 +120,24 @@ def _kernel_modules():
 
 
 def _apply(module) -> None:
-    d, s = _state["addr"]
-    module._set_gemm(d, s, _state["min_size"] if d else 0)
+    """The choice in force into one kernel module (its _set_gemm)."""
+    if _state["name"] == "mkl":
+        module._set_gemm(*_mkl["addr"], _state["min_size"])
+    else:
+        module._set_gemm(0, 0, 0)
+
+
+def _choose(name: str, min_size: int) -> str:
+    """Make ``name`` (valid; oneMKL loaded if "mkl") the choice of every kernel module
+    loaded; returns the previous name."""
+    global _env_read
+    with _lock:
+        _env_read = True  # an explicit choice wins over the environment
+        old = _state["name"]
+        _state.update(name=name, min_size=min_size)
+        for module in _kernel_modules():
+            _apply(module)
+    return old
 
 
 def _check_min_size(min_size) -> int:
@@ -161,26 +177,18 @@ def set_blas(name: str = "scipy", *, min_size: int | None = None) -> str:
         ``"mkl"`` asked for but oneMKL's runtime library is not installed, or the
         compiled backend (the only one using a BLAS library) is unavailable.
     """
-    global _env_read
     if not isinstance(name, str) or name.strip().lower() not in NAMES:
         raise ValueError(
             f"set_blas: name must be one of {', '.join(map(repr, NAMES))}, got {name!r}"
         )
     name = name.strip().lower()
     size = _state["min_size"] if min_size is None else _check_min_size(min_size)
-    addr = (0, 0)
     if name == "mkl":
         from ._backends import get_backend
 
         get_backend("cython")  # loads the kernels (and reads the environment) first
-        addr = _load_mkl()["addr"]
-    with _lock:
-        _env_read = True  # an explicit choice wins over the environment
-        old = _state["name"]
-        _state.update(name=name, min_size=size, addr=addr)
-        for module in _kernel_modules():
-            _apply(module)
-    return old
+        _load_mkl()
+    return _choose(name, size)
 
 
 def blas_info() -> dict:
@@ -207,13 +215,14 @@ def on_kernels_loaded(module) -> None:
     global _env_read
     with _lock:
         first = not _env_read
-        _env_read = True
     value = os.environ.get(ENV_VAR, "").strip().lower()
     if first and value and value != _state["name"]:
         if value not in NAMES:
             raise ValueError(f"{ENV_VAR}={value!r} is not one of {', '.join(NAMES)}")
         if value == "mkl":
-            with _lock:
-                _state.update(name="mkl", addr=_load_mkl()["addr"])
-    with _lock:
-        _apply(module)
+            _load_mkl()
+        _choose(value, _state["min_size"])  # applies it to this module too
+    else:
+        with _lock:
+            _env_read = True
+            _apply(module)

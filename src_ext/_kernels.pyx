@@ -1138,7 +1138,7 @@ cdef int output_forward(Net* c, floating* A, const floating* b, Py_ssize_t m,
     cdef int code = c.acts[l]
     cdef floating* Z = <floating*> c.ZL
     cdef floating* E = <floating*> c.S + c.act_off[l]
-    cdef floating z, a, s, zmax, e, d1
+    cdef floating z, a, s, zmax, e, r
     cdef floating one = 1  # (see sigmoid_rows)
     cdef int bad = 0
     cdef double top = dtype_max(<floating> 0)
@@ -1180,11 +1180,11 @@ cdef int output_forward(Net* c, floating* A, const floating* b, Py_ssize_t m,
             fastbp_vexpf(E, m * n)
         for j in range(m * n):
             e = E[j]
-            d1 = one / (one + e)  # (one division: see sigmoid_rows)
-            a = d1 if Z[j] >= 0 else e * d1
+            r = one / (one + e)  # (one division: see sigmoid_rows)
+            a = r if Z[j] >= 0 else e * r
             A[j] = a
             if stats:
-                s = (e * d1) * d1
+                s = (e * r) * r
                 suma += a
                 sums += s
                 low += (s < thr) & (a < mid)

@@ -4,11 +4,6 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* The update's constants (update_loop's of _kernels.pyx): alpha scales the gradient;
- * w_new = c w - eta g (GU_PLAIN), or v = mu v - eta (g + ln w), w_new = w + v
- * (GU_MOMENTUM), or the same with ln times the look-ahead phi and then
- * phi = w_new + mu_next v (GU_NESTEROV); the sums of squares are of values times
- * fsg, fsw, fsd and fsz. */
 /* Rows base + idx[r] bytes (r < n) of a row-major array: what the kernel prefetches
  * while it runs (the next mini-batch's inputs); n = 0 for none. */
 typedef struct {
@@ -17,6 +12,11 @@ typedef struct {
     ptrdiff_t n, bytes;
 } fastbp_rows;
 
+/* The update's constants (update_loop's of _kernels.pyx): alpha scales the gradient;
+ * w_new = c w - eta g (GU_PLAIN), or v = mu v - eta (g + ln w), w_new = w + v
+ * (GU_MOMENTUM), or the same with ln times the look-ahead phi and then
+ * phi = w_new + mu_next v (GU_NESTEROV); the sums of squares are of values times
+ * fsg, fsw, fsd and fsz. */
 typedef struct {
     double alpha, c, eta, ln, mu, mu_next, fsg, fsw, fsd, fsz;
     fastbp_rows pf;  /* prefetched spread over the layer's register blocks */
