@@ -59,7 +59,7 @@ def main(argv=None) -> int:
     y = rng.integers(0, 10, 50_000)
     net = fastbp.Network([784, 30, 30, 30, 30, 10], activation="sigmoid",
                          cost="cross_entropy", init="normal_scaled", dtype=args.dtype, seed=1)
-    start = (net.weights, net.biases)
+    start = ([w.copy() for w in net.weights], [b.copy() for b in net.biases])  # not views
     runners = {row[0]: fit_row(net, start, X, y, *row[1:]) for row in ROWS}
     # the compiled backend, and with it SciPy's OpenBLAS, loaded before the thread
     # limit is set: threadpoolctl limits only the libraries already loaded

@@ -136,8 +136,9 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("m", [8, 40])  # 40 and its short last batch of 5: the compiled
-# moments take a BLAS product above 32 examples and a fused loop up to 32
+@pytest.mark.parametrize("m", [8, 20, 40])  # the compiled moments: vstats.c's fused
+# loop up to 32 examples, after a gradient formed inside the update (8, and the short
+# last batches of 5) or by BLAS (20), and a BLAS product above 32 (40)
 @pytest.mark.parametrize("activation,output,cost", CASES)
 def test_groups_match_direct_computation(backend, dtype, activation, output, cost, m, rng):
     sizes = [11, 9, 7, 4]
@@ -427,7 +428,7 @@ def _kernel_variants():
 
 
 @pytest.mark.parametrize("module", _kernel_variants())
-@pytest.mark.parametrize("m", [8, 40])  # the fused moments (and a short batch of 5), BLAS
+@pytest.mark.parametrize("m", [8, 20, 40])  # as test_groups_match_direct_computation
 def test_every_kernel_variant_matches_numpy(module, m, dtype, monkeypatch, rng):
     """The compiled backend imports its best variant only; each variant has its own
     vector paths (the histograms, the GSNR and the moments in vhist.c / vstats.c have
