@@ -5,9 +5,11 @@
 One epoch of ``Network.fit`` on workload A's shapes ([784, 30, 30, 30, 30, 10],
 sigmoid, cross-entropy, mini-batch 10, eta 0.1, lambda 5, 50,000 uniform random
 examples), one BLAS thread, for record=None, record="batch" without groups, each
-group alone, ``stats="all"``, and ``stats="all"`` with ``stats_every=16``; the rows
-run in turn within every round and each ratio is the median over rounds of the row's
-time over record=None's in the same round (the machine's speed drifts over minutes).
+group alone, ``stats="all"``, ``stats="all"`` with ``stats_every=16``, moments and
+histograms alone with ``stats_every=16``, and ``stats="all"`` on the first mini-batch
+only (``stats_every=5000``); the rows run in turn within every round and each ratio
+is the median over rounds of the row's time over record=None's in the same round (the
+machine's speed drifts over minutes).
 The times are of the training: ``fit`` minus its validation of ``X`` and ``y``, a
 fixed cost of every row alike (``_harness.validation_timer``).  Run with
 OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset, as the rest of the suite.
@@ -29,6 +31,11 @@ from fastbp._backends import get_backend
 ROWS = [("record=None", None, None, 1), ("core", "batch", None, 1)]
 ROWS += [(g, "batch", g, 1) for g in dx.GROUPS] + [("all", "batch", "all", 1)]
 ROWS += [("all/16", "batch", "all", 16)]  # the groups on every 16th mini-batch
+# the two costly groups on every 16th mini-batch, and every group on the first
+# mini-batch only (5,000 per epoch): what a sampled mini-batch costs when its data
+# has gone cold, and what having the groups on costs the others
+ROWS += [("moments/16", "batch", "moments", 16), ("histograms/16", "batch", "histograms", 16)]
+ROWS += [("all/first", "batch", "all", 5000)]
 
 
 def fit_row(net, start, X, y, record, stats, every) -> Runner:
