@@ -7,9 +7,9 @@ sigmoid, cross-entropy, mini-batch 10, eta 0.1, lambda 5, 50,000 uniform random
 examples), one BLAS thread, for record=None, record="batch" without groups, each
 group alone, ``stats="all"``, ``stats="all"`` with ``stats_every=16``, moments and
 histograms alone with ``stats_every=16``, and ``stats="all"`` on the first mini-batch
-only (``stats_every=5000``); the rows run in turn within every round and each ratio
-is the median over rounds of the row's time over record=None's in the same round (the
-machine's speed drifts over minutes).
+only (``stats_every`` = the epoch's mini-batches); the rows run in turn within every
+round and each ratio is the median over rounds of the row's time over record=None's
+in the same round (the machine's speed drifts over minutes).
 The times are of the training: ``fit`` minus its validation of ``X`` and ``y``, a
 fixed cost of every row alike (``_harness.validation_timer``).  Run with
 OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset, as the rest of the suite.
@@ -28,14 +28,15 @@ import fastbp
 from fastbp import _diagnostics as dx
 from fastbp._backends import get_backend
 
+N, BATCH = 50_000, 10  # examples per epoch, examples per mini-batch
 ROWS = [("record=None", None, None, 1), ("core", "batch", None, 1)]
 ROWS += [(g, "batch", g, 1) for g in dx.GROUPS] + [("all", "batch", "all", 1)]
 ROWS += [("all/16", "batch", "all", 16)]  # the groups on every 16th mini-batch
 # the two costly groups on every 16th mini-batch, and every group on the first
-# mini-batch only (5,000 per epoch): what a sampled mini-batch costs when its data
-# has gone cold, and what having the groups on costs the others
+# mini-batch only: what a sampled mini-batch costs when its data has gone cold, and
+# what having the groups on costs the others
 ROWS += [("moments/16", "batch", "moments", 16), ("histograms/16", "batch", "histograms", 16)]
-ROWS += [("all/first", "batch", "all", 5000)]
+ROWS += [("all/first", "batch", "all", -(-N // BATCH))]
 
 
 def fit_row(net, start, X, y, record, stats, every) -> Runner:
@@ -49,7 +50,7 @@ def fit_row(net, start, X, y, record, stats, every) -> Runner:
 
     def run():
         with validation_timer() as checks:
-            net.fit(X, y, epochs=1, batch_size=10, eta=0.1, lmbda=5.0, record=record,
+            net.fit(X, y, epochs=1, batch_size=BATCH, eta=0.1, lmbda=5.0, record=record,
                     stats=stats, stats_every=every, seed=7)  # fmt: skip
         info["validation_s"] = checks[0]
 
@@ -62,8 +63,8 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=7)
     args = ap.parse_args(argv)
     rng = np.random.default_rng(0)
-    X = rng.random((50_000, 784), dtype=args.dtype)
-    y = rng.integers(0, 10, 50_000)
+    X = rng.random((N, 784), dtype=args.dtype)
+    y = rng.integers(0, 10, N)
     net = fastbp.Network([784, 30, 30, 30, 30, 10], activation="sigmoid",
                          cost="cross_entropy", init="normal_scaled", dtype=args.dtype, seed=1)
     start = ([w.copy() for w in net.weights], [b.copy() for b in net.biases])  # not views
